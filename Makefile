@@ -1,0 +1,18 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
+# Both create/refresh .venv first (scripts/setup.sh).
+PY := .venv/bin/python
+PROFILE ?= tiny
+
+.PHONY: setup demo test figures
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m fasterseg demo --profile $(PROFILE)
+
+test: setup
+	FASTERSEG_PROFILE=tiny $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+figures: setup
+	$(PY) -m fasterseg figures

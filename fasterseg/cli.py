@@ -1,0 +1,121 @@
+"""`fasterseg <command>` (also `python -m fasterseg`): the kit's command line.
+
+Every command that runs something takes ``--profile tiny|cpu|paper`` and ``section.field=value``
+overrides, and saves the resulting config next to its outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PROFILES, apply_overrides, profile
+from .paths import resolve
+
+
+def _config(args):
+    return apply_overrides(profile(args.profile), list(getattr(args, "overrides", []) or []))
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="config profile (default: $FASTERSEG_PROFILE or tiny)")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value",
+                   help="override config fields, e.g. data.num_train=8 space.layers=8")
+
+
+def cmd_config(args) -> int:
+    print(_config(args).to_json())
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from .data.check import check_tree
+    from .data.synthetic import SyntheticSpec, ensure
+
+    cfg = _config(args).data
+    spec = SyntheticSpec(cfg.image_height, cfg.image_width, cfg.num_train, cfg.num_val, cfg.seed)
+    root = resolve(args.root or cfg.root)
+    ensure(root, spec)
+    print(check_tree(root, "cityscapes").report())
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from .data.check import DataTreeError, check_tree
+
+    try:
+        summary = check_tree(args.root, args.dataset, tuple(args.splits), progress=True)
+    except DataTreeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.report())
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from .figures import regenerate
+
+    for p in regenerate(args.out):
+        print(p)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The end-to-end demo on the embedded synthetic data set."""
+    from .data.check import check_tree
+    from .data.synthetic import SyntheticSpec, ensure
+
+    cfg = _config(args)
+    out = resolve(args.out or f"runs/demo-{cfg.profile}")
+    cfg.save(out / "config.json")
+    d = cfg.data
+    print(f"[demo] 1/1 synthetic street scenes ({d.num_train}+{d.num_val} images, {d.image_height}x{d.image_width})")
+    ensure(resolve(d.root), SyntheticSpec(d.image_height, d.image_width, d.num_train, d.num_val, d.seed))
+    print(check_tree(resolve(d.root), "cityscapes").report())
+    print(f"[demo] config saved to {out / 'config.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="end-to-end demo on the synthetic street scenes")
+    _add_profile(p)
+    p.add_argument("--out", help="output folder (default runs/demo-<profile>)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("config", help="print the config of a profile (with overrides) as JSON")
+    _add_profile(p)
+    p.set_defaults(func=cmd_config)
+
+    data = sub.add_parser("data", help="generate or check data sets").add_subparsers(dest="data_cmd", required=True)
+    p = data.add_parser("generate", help="write the synthetic street scenes in the Cityscapes layout")
+    _add_profile(p)
+    p.add_argument("--root", help="output folder (default: data.root of the profile)")
+    p.set_defaults(func=cmd_data_generate)
+    p = data.add_parser("check", help="validate a data tree and print counts and class frequencies")
+    p.add_argument("--root", required=True, help="the data root (Cityscapes or CamVid layout)")
+    p.add_argument("--dataset", choices=("cityscapes", "camvid"), default="cityscapes")
+    p.add_argument("--splits", nargs="+", default=["train", "val"])
+    p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
+    p.add_argument("--out", default="figures")
+    p.set_defaults(func=cmd_figures)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:  # config and data errors carry their fix in the message
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: synthetic street scenes, Cityscapes and CamVid readers, transforms, tree checks."""

@@ -1,0 +1,64 @@
+"""Plots of the data: samples with colour overlays, class pixel frequencies."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
+
+
+def overlay(img: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colour labels over the image (ignored pixels left as the image)."""
+    col = colorize(train_ids).astype(np.float32)
+    out = img.astype(np.float32)
+    m = (train_ids != 255)[..., None]
+    return np.where(m, (1 - alpha) * out + alpha * col, out).astype(np.uint8)
+
+
+def plot_samples(samples: list[tuple[np.ndarray, np.ndarray]], titles: list[str] | None = None, axes=None):
+    """A row per sample: image, colour labels, overlay. `samples`: [(RGB (H,W,3), train ids (H,W))]."""
+    n = len(samples)
+    if axes is None:
+        h, w = samples[0][1].shape
+        fig, axes = plt.subplots(n, 3, figsize=(9.6, 9.6 * n * h / (3 * w) + 0.3), squeeze=False)
+    axes = np.atleast_2d(axes)
+    for r, (img, lab) in enumerate(samples):
+        for c, (pic, name) in enumerate(((img, "image"), (colorize(lab), "labels (train ids)"),
+                                         (overlay(img, lab), "overlay"))):
+            ax = axes[r, c]
+            ax.imshow(pic, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+        if titles:
+            axes[r, 0].set_ylabel(titles[r], fontsize=7)
+    axes[0, 0].figure.subplots_adjust(wspace=0.02, hspace=0.04)
+    return axes[0, 0].figure
+
+
+def plot_class_frequencies(freq: pd.DataFrame | pd.Series, ax=None, log: bool = True):
+    """Horizontal bars of the share of labelled pixels per class (percent), one bar group per split."""
+    if isinstance(freq, pd.Series):
+        freq = freq.to_frame("share")
+    freq = freq.reindex([c for c in CITYSCAPES_CLASSES if c in freq.index] +
+                        [c for c in freq.index if c not in CITYSCAPES_CLASSES])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 0.28 * len(freq) + 1))
+    k = freq.shape[1]
+    y = np.arange(len(freq))
+    hgt = 0.8 / k
+    colors = {c: CITYSCAPES_PALETTE[i] / 255 for i, c in enumerate(CITYSCAPES_CLASSES)}
+    for j, col in enumerate(freq.columns):
+        bar_colors = [colors.get(c, (0.5, 0.5, 0.5)) for c in freq.index]
+        ax.barh(y + (j - (k - 1) / 2) * hgt, freq[col].fillna(0).to_numpy(), height=hgt, color=bar_colors,
+                edgecolor="black", linewidth=0.3, alpha=1.0 if j == 0 else 0.55, label=str(col))
+    ax.set_yticks(y, freq.index, fontsize=8)
+    ax.invert_yaxis()
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("share of labelled pixels (%)" + (", log scale" if log else ""))
+    if k > 1:
+        ax.legend(title="split", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return ax
