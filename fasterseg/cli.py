@@ -77,6 +77,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_arch_show(args) -> int:
+    from . import archs
+    from .counting import count
+    from .network import DerivedNet
+
+    arch = archs.resolve(args.file)
+    h, w = args.size
+    print(f"{arch.name}: F={arch.fch}, {arch.num_classes} classes, stem width {arch.stem_width:.3f}, "
+          f"head width {arch.head_width:.3f}, branches ending at " + " + ".join(f"1/{b.ends_at}" for b in arch.branches))
+    print(arch.table().to_string(index=False))
+    net = DerivedNet(arch, aux=not args.no_aux)
+    df = count(net, (1, 3, h, w))
+    print(f"\nparameters and multiply-accumulates at 1x3x{h}x{w}"
+          f" ({'with' if not args.no_aux else 'without'} auxiliary heads; MACs of convolutions):")
+    print(df[["params_M", "GMACs"]].round(3).to_string())
+    return 0
+
+
+def cmd_arch_import(args) -> int:
+    from .importers.original import import_published
+
+    for p in import_published(resolve(args.reference), resolve(args.out)):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("cityscapes", "camvid"), default="cityscapes")
     p.add_argument("--splits", nargs="+", default=["train", "val"])
     p.set_defaults(func=cmd_data_check)
+
+    arch = sub.add_parser("arch", help="show or import architectures").add_subparsers(dest="arch_cmd", required=True)
+    p = arch.add_parser("show", help="print an architecture as a table with its parameter and MAC totals")
+    p.add_argument("file", help="architecture JSON file, or a published name (fasterseg_student, fasterseg_teacher)")
+    p.add_argument("--size", nargs=2, type=int, default=[1024, 2048], metavar=("H", "W"),
+                   help="input size for the counts (default 1024 2048)")
+    p.add_argument("--no-aux", action="store_true", help="count without the auxiliary training heads")
+    p.set_defaults(func=cmd_arch_show)
+    p = arch.add_parser("import", help="convert the original arch_0.pt/arch_1.pt into JSON (restricted unpickling)")
+    p.add_argument("--reference", default="../shared/reference", help="folder holding arch_0.pt and arch_1.pt")
+    p.add_argument("--out", default="fasterseg/archs", help="where to write the JSON files")
+    p.set_defaults(func=cmd_arch_import)
 
     p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
     p.add_argument("--out", default="figures")

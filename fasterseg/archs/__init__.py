@@ -1,0 +1,35 @@
+"""Published architectures, as JSON (no pickles): the FasterSeg teacher and student.
+
+Made once by ``fasterseg arch import`` from the original release's ``arch_0.pt`` / ``arch_1.pt``;
+each file stores its parameter and MAC counts at 1x3x1024x2048 (``source.counts``), which a test
+checks against a fresh build.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..arch import Architecture
+
+HERE = Path(__file__).parent
+
+
+def names() -> list[str]:
+    """Names of the architectures shipped with the kit."""
+    return sorted(p.stem for p in HERE.glob("*.json"))
+
+
+def path(name: str) -> Path:
+    p = HERE / f"{name}.json"
+    if not p.exists():
+        raise ValueError(f"no published architecture {name!r}; available: {', '.join(names())}")
+    return p
+
+
+def load(name: str) -> Architecture:
+    """A shipped architecture by name (e.g. ``fasterseg_student``)."""
+    return Architecture.load(path(name))
+
+
+def resolve(name_or_path: str) -> Architecture:
+    """A shipped architecture by name, or an architecture JSON file by path."""
+    return load(name_or_path) if name_or_path in names() else Architecture.load(name_or_path)

@@ -1,0 +1,61 @@
+"""Parameters and multiply-accumulates (MACs) of a network at a given input size, per module.
+
+MACs count convolutions and linear layers (k*k*C_in/groups per output element; biases, BN, ReLU,
+resizing and concatenation are not counted), the convention of ``thop`` and of the FLOPs the paper
+reports. Parameters count every learnable tensor.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+
+def count(model: nn.Module, input_size=(1, 3, 1024, 2048), depth: int = 1) -> pd.DataFrame:
+    """Per-module parameters and MACs (grouped by module name up to `depth` dots), plus a ``total`` row.
+
+    Columns: ``params`` (count), ``macs`` (multiply-accumulates for one forward pass of `input_size`),
+    ``params_M``, ``GMACs``. Runs one forward pass without gradients, in eval mode.
+    """
+    macs = defaultdict(int)
+    hooks = []
+
+    def group(name: str) -> str:
+        return ".".join(name.split(".")[:depth]) or "(root)"
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            def hook(mod, inp, out, name=name):
+                k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+                macs[group(name)] += out.numel() // out.shape[0] * k * inp[0].shape[0] // inp[0].shape[0]
+            hooks.append(m.register_forward_hook(hook))
+        elif isinstance(m, nn.Linear):
+            def hook(mod, inp, out, name=name):
+                macs[group(name)] += out.numel() // out.shape[0] * mod.in_features
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    params = defaultdict(int)
+    for name, p in model.named_parameters():
+        params[group(name)] += p.numel()
+    names = list(dict.fromkeys(list(params) + list(macs)))
+    df = pd.DataFrame({"params": [params[n] for n in names], "macs": [macs[n] for n in names]}, index=names)
+    df.loc["total"] = df.sum()
+    df["params_M"] = df["params"] / 1e6
+    df["GMACs"] = df["macs"] / 1e9
+    return df
+
+
+def totals(model: nn.Module, input_size=(1, 3, 1024, 2048)) -> tuple[float, float]:
+    """(parameters in millions, GMACs) at `input_size`."""
+    row = count(model, input_size).loc["total"]
+    return float(row["params_M"]), float(row["GMACs"])
