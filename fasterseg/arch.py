@@ -212,6 +212,10 @@ class DeriveRules:
     last_down_margin: int = 2
     down_gap_min: int = 3
 
+    @classmethod
+    def from_config(cls, space_cfg) -> "DeriveRules":
+        return cls(space_cfg.first_down_min, space_cfg.last_down_margin, space_cfg.down_gap_min)
+
     def down_range(self, layers: int) -> range:
         return range(self.first_down_min, layers - 1 - self.last_down_margin + 1)
 

@@ -103,6 +103,24 @@ def cmd_arch_import(args) -> int:
     return 0
 
 
+def cmd_bench_supernet(args) -> int:
+    from .bench import bench_supernet, write
+
+    res = bench_supernet(args.profile or "tiny", args.threads, args.rounds)
+    s, i, env = res["supernet"], res["student_inference"], res["environment"]
+    print(f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]")
+    print(f"supernet L={s['layers']} F={s['fch']} ({s['weights_M']:.1f} M weights), batch {s['batch']} at "
+          f"{s['crop'][0]}x{s['crop'][1]}: training step (weight loss, both arch sets + max/min, fwd+bwd) "
+          f"{s['step']['median_ms']:.0f} ms median [{s['step']['min_ms']:.0f}-{s['step']['max_ms']:.0f}], "
+          f"{s['images_per_s']:.1f} images/s, {s['step']['ratio_to_reference']:.1f}x the reference conv; "
+          f"peak RSS +{s['peak_rss_increase_MB']:.0f} MB")
+    print(f"published student at 1x3x512x1024 (bilinear, batch 1, forward only): {i['median_ms']:.0f} ms median "
+          f"({i['fps']:.1f} FPS), {i['GMACs']:.2f} GMACs -> {i['achieved_gmacs_per_s']:.0f} GMAC/s; "
+          f"reference conv {i['reference_gmacs_per_s']:.0f} GMAC/s; ratio {i['ratio_to_reference']:.2f}")
+    print(write(res, resolve(args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="../shared/reference", help="folder holding arch_0.pt and arch_1.pt")
     p.add_argument("--out", default="fasterseg/archs", help="where to write the JSON files")
     p.set_defaults(func=cmd_arch_import)
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios against a reference timed in the same run)")
+    bench = bench.add_subparsers(dest="bench_cmd", required=True)
+    p = bench.add_parser("supernet", help="supernet training step and the published student's inference time")
+    p.add_argument("--profile", choices=PROFILES, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", default="runs/bench/supernet.json")
+    p.set_defaults(func=cmd_bench_supernet)
 
     p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
     p.add_argument("--out", default="figures")

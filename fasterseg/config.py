@@ -50,6 +50,11 @@ class SpaceConfig:
     width_ratios: tuple[float, ...] = WIDTH_RATIOS
     # (stem width, head width) per architecture set; teacher first, then student
     stem_head_widths: tuple[tuple[float, float], ...] = ((1.0, 1.0), (8 / 12, 8 / 12))
+    # derivation: where down-sampling may happen (the original: first down at layer >= 2, last at
+    # layer <= L-3, two downs at least 3 layers apart)
+    first_down_min: int = 2
+    last_down_margin: int = 2
+    down_gap_min: int = 3
 
 
 @dataclass
@@ -119,7 +124,7 @@ def profile(name: str | None = None) -> RunConfig:
     if name == "tiny":
         cfg.data = DataConfig(root="data/synthetic/tiny", image_height=128, image_width=256,
                               num_train=40, num_val=12, crop_height=128, crop_width=256, batch_size=4)
-        cfg.space = SpaceConfig(layers=6, fch=4)
+        cfg.space = SpaceConfig(layers=8, fch=4, down_gap_min=2)
     elif name == "cpu":
         cfg.data = DataConfig(root="data/synthetic/cpu", image_height=256, image_width=512,
                               num_train=320, num_val=64, crop_height=256, crop_width=512, batch_size=4)

@@ -59,3 +59,40 @@ def totals(model: nn.Module, input_size=(1, 3, 1024, 2048)) -> tuple[float, floa
     """(parameters in millions, GMACs) at `input_size`."""
     row = count(model, input_size).loc["total"]
     return float(row["params_M"]), float(row["GMACs"])
+
+
+def receptive_field(module: nn.Module, c_in: int, size: int = 64) -> int:
+    """Width in pixels of the input region that influences the central output pixel (autograd).
+
+    Weights are made positive and the input too, so no ReLU hides a path; the module is modified.
+    """
+    with torch.no_grad():
+        for p in module.parameters():
+            p.abs_()
+    x = torch.rand(1, c_in, size, size, requires_grad=True)
+    was = module.training
+    module.eval()
+    y = module(x)
+    module.train(was)
+    cy, cx = y.shape[-2] // 2, y.shape[-1] // 2
+    y[0, :, cy, cx].sum().backward()
+    cols = (x.grad[0].abs().sum((0, 1)) > 0).nonzero().flatten()
+    return int(cols.max() - cols.min() + 1) if len(cols) else 0
+
+
+def operator_costs(c: int = 96, h: int = 128, w: int = 256) -> pd.DataFrame:
+    """Each operator at stride 1 and 2 on a (c, h, w) input (default: the teacher's 1/8 scale at
+    1024x2048): parameters, GMACs, and the receptive field of one application (pixels)."""
+    from .ops import PRIMITIVES, build_op
+
+    rows = []
+    for stride in (1, 2):
+        for name in PRIMITIVES:
+            c_out = c * stride
+            op = build_op(name, c, c_out, stride)
+            params, gmacs = totals(op, (1, c, h, w)) if not getattr(op, "identity", False) else (0.0, 0.0)
+            torch.manual_seed(0)
+            rf = receptive_field(build_op(name, 4, 4 * stride, stride), 4)
+            rows.append({"operator": name, "stride": stride, "channels": f"{c}->{c_out}",
+                         "params_k": params * 1e3, "GMACs": gmacs, "receptive_field_px": rf})
+    return pd.DataFrame(rows).set_index(["operator", "stride"])

@@ -33,7 +33,43 @@ def data_figures(out: Path) -> list[Path]:
     return paths
 
 
-PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures]
+def arch_figures(out: Path) -> list[Path]:
+    """Path diagrams and supernet grids of the published teacher and student, their cost breakdown,
+    and the margins of the student's derivation decisions."""
+    from . import archs
+    from .arch import decision_margins, derive
+    from .counting import count
+    from .network import DerivedNet
+    from .space import SearchSpace
+    from .viz.arch_plots import plot_cost_breakdown, plot_margins
+    from .viz.graphs import arch_graph, supernet_graph
+
+    paths, counts = [], {}
+    for name in ("fasterseg_student", "fasterseg_teacher"):
+        arch = archs.load(name)
+        p = out / f"arch_{name}.png"
+        p.write_bytes(arch_graph(arch, f"{name} (published; derived with the original procedure)").pipe(format="png"))
+        paths.append(p)
+        params = archs.load_params(name)
+        probs = {k: __import__("torch").softmax(v, -1).numpy() for k, v in params["logits"].items()}
+        p = out / f"supernet_{name}.png"
+        p.write_bytes(supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters").pipe(format="png"))
+        paths.append(p)
+        counts[name] = count(DerivedNet(arch, aux=False), (1, 3, 1024, 2048))
+    ax = plot_cost_breakdown(counts)
+    ax.set_title("where the multiply-adds are (1x3x1024x2048, inference)", fontsize=9)
+    paths.append(save_figure(ax.figure, out / "arch_cost_breakdown.png"))
+    plt.close(ax.figure)
+    p = archs.load_params("fasterseg_student")
+    student = derive(p["logits"], SearchSpace(p["layers"], p["fch"]), 8 / 12, 8 / 12, 19)
+    ax = plot_margins(decision_margins(student))
+    ax.set_title("published student: how close each derivation decision was", fontsize=9)
+    paths.append(save_figure(ax.figure, out / "arch_decision_margins.png"))
+    plt.close(ax.figure)
+    return paths
+
+
+PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures]
 
 
 def regenerate(out: str | Path = "figures") -> list[Path]:

@@ -30,6 +30,21 @@ def load(name: str) -> Architecture:
     return Architecture.load(path(name))
 
 
+def load_params(name: str) -> dict:
+    """Architecture logits of a published network (``alpha_s``, ``beta_s``, ``gamma_s`` as tensors),
+    converted once from the original release; with its ``layers``, ``fch`` and stored scores."""
+    import json
+
+    import torch
+
+    p = HERE / "params" / f"{name}.json"
+    if not p.exists():
+        raise ValueError(f"no published parameters for {name!r}; run `fasterseg arch import`")
+    d = json.loads(p.read_text())
+    d["logits"] = {k: torch.tensor(v) for k, v in d["logits"].items()}
+    return d
+
+
 def resolve(name_or_path: str) -> Architecture:
     """A shipped architecture by name, or an architecture JSON file by path."""
     return load(name_or_path) if name_or_path in names() else Architecture.load(name_or_path)

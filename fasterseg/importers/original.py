@@ -13,6 +13,7 @@ the stored scores (both files store the student's, so both pick 1/32 + 1/16). Th
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,17 @@ def derive_original(state: dict, arch_idx: int, layers: int = 16, fch: int = 12,
     return arch
 
 
+def params_of(state: dict, arch_idx: int) -> dict[str, list]:
+    """The architecture logits of set `arch_idx` under the kit's names (alpha_s, beta_s, gamma_s)."""
+    out = {}
+    for kind, new in (("alpha", "alpha"), ("beta", "beta"), ("ratio", "gamma")):
+        for s in range(3):
+            key = f"{kind}_{arch_idx}_{s}"
+            if key in state:
+                out[f"{new}_{s}"] = state[key].tolist()
+    return out
+
+
 def import_published(reference_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Convert ``arch_0.pt`` and ``arch_1.pt`` from `reference_dir` into JSON files in `out_dir`,
     recording each network's parameters and MACs at 1x3x1024x2048 (auxiliary heads included, as the
@@ -84,4 +96,11 @@ def import_published(reference_dir: str | Path, out_dir: str | Path) -> list[Pat
         arch.source["counts"] = {"input": [1, 3, 1024, 2048], "params_M": round(params_m, 6),
                                  "params_M_without_aux_heads": round(params_noaux, 6), "GMACs": round(gmacs, 6)}
         out.append(arch.save(Path(out_dir) / f"{name}.json"))
+        params = {"name": name, "source": f"arch_{idx}.pt", "layers": 16, "fch": 12,
+                  "logits": params_of(state := load_arch_file(Path(reference_dir) / f"arch_{idx}.pt"), idx),
+                  "stored_scores": arch.source["stored_scores"]}
+        p = Path(out_dir) / "params" / f"{name}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(params) + "\n")
+        out.append(p)
     return out

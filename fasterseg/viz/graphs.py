@@ -30,7 +30,7 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
 
     Each cell shows its operator and output channels; shared cells are grey, each branch has its colour.
     """
-    g = graphviz.Digraph(engine="neato", graph_attr={"splines": "true", "outputorder": "edgesfirst",
+    g = graphviz.Digraph(engine="neato", graph_attr={"splines": "line", "outputorder": "edgesfirst",
                                                      "label": title or arch.name, "labelloc": "t", "fontsize": "14"},
                          node_attr={"shape": "box", "style": "rounded,filled", "fontsize": "10", "fontname": "Helvetica",
                                     "width": "0.9", "height": "0.45", "fixedsize": "true"})

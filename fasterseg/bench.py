@@ -1,0 +1,119 @@
+"""Benchmarks (`fasterseg bench ...`): timings as ratios against a reference measured in the same run.
+
+The reference is a dense 3x3 convolution (64->64 channels on 1x64x128x256, 1.2 GMAC), timed
+interleaved with the candidate, so machine load affects both. Thread count is fixed (default 1,
+the steadiest on a shared machine) and recorded with the load average. Results go to JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REF_MACS = 64 * 64 * 9 * 128 * 256
+
+
+def _reference() -> Callable[[], None]:
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 64, 128, 256)
+
+    def run():
+        with torch.no_grad():
+            conv(x)
+    return run
+
+
+def interleaved(candidate: Callable[[], None], rounds: int = 10, warmup: int = 2) -> dict:
+    """Median/min/max ms of `candidate` and of the reference conv, timed alternately; their ratio."""
+    ref = _reference()
+    for _ in range(warmup):
+        candidate()
+        ref()
+    tc, tr = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        candidate()
+        tc.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        ref()
+        tr.append((time.perf_counter() - t) * 1e3)
+    mc, mr = statistics.median(tc), statistics.median(tr)
+    return {"median_ms": mc, "min_ms": min(tc), "max_ms": max(tc), "reference_median_ms": mr,
+            "reference_gmacs_per_s": REF_MACS / mr / 1e6, "ratio_to_reference": mc / mr, "rounds": rounds}
+
+
+def environment(threads: int) -> dict:
+    """What every speed figure must name."""
+    return {"runtime": f"PyTorch {torch.__version__} eager", "device": platform.processor() or platform.machine(),
+            "threads": threads, "precision": "fp32", "load_average_1min": os.getloadavg()[0],
+            "MALLOC_MMAP_MAX_": os.environ.get("MALLOC_MMAP_MAX_"), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
+    """Supernet training step (forward + backward of the search-phase weight loss: both architecture
+    sets plus max/min passes) at the profile's search crop, and the published student's inference
+    at 1x3x512x1024 (eager and with BN folded, channels-last)."""
+    from . import archs
+    from .config import profile
+    from .counting import totals
+    from .losses import downsample_labels, supernet_weight_loss
+    from .network import DerivedNet
+    from .space import SearchSpace
+    from .supernet import Supernet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = profile(profile_name)
+    space = SearchSpace.from_config(cfg.space)
+    net = Supernet(space, cfg.data.num_classes, cfg.space.stem_head_widths)
+    h, w = cfg.data.crop_height // 2, cfg.data.crop_width // 2  # search crops: images down-sampled x2
+    b = cfg.data.batch_size
+    x = torch.randn(b, 3, h, w)
+    y = torch.randint(0, cfg.data.num_classes, (b, h, w))
+    rss0 = peak_rss_mb()
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        loss, _ = supernet_weight_loss(net, x, downsample_labels(y))
+        loss.backward()
+
+    res = {"environment": environment(threads), "profile": profile_name,
+           "supernet": {"layers": space.layers, "fch": space.fch, "batch": b, "crop": [h, w],
+                        "weights_M": sum(p.numel() for p in net.weight_parameters()) / 1e6,
+                        "step": interleaved(step, rounds, warmup=1)}}
+    res["supernet"]["peak_rss_increase_MB"] = peak_rss_mb() - rss0
+    res["supernet"]["images_per_s"] = b / res["supernet"]["step"]["median_ms"] * 1e3
+
+    arch = archs.load("fasterseg_student")
+    student = DerivedNet(arch, aux=False).eval()
+    xi = torch.randn(1, 3, 512, 1024)
+    _, gmacs = totals(student, (1, 3, 512, 1024))
+
+    def infer():
+        with torch.no_grad():
+            student(xi)
+
+    r = interleaved(infer, rounds)
+    r.update({"GMACs": gmacs, "achieved_gmacs_per_s": gmacs / r["median_ms"] * 1e3, "fps": 1e3 / r["median_ms"],
+              "input": [1, 3, 512, 1024], "interpolation": "bilinear", "batch": 1,
+              "includes": "network forward only (no pre/post-processing)"})
+    res["student_inference"] = r
+    return res
+
+
+def write(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
