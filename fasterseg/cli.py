@@ -121,6 +121,93 @@ def cmd_bench_supernet(args) -> int:
     return 0
 
 
+def _backend(cfg, args):
+    from .latency.backends import get_backend
+
+    name = args.backend or cfg.latency.backend
+    device = cfg.latency.device if name == "torch" and name == cfg.latency.backend else "cpu"
+    return get_backend(name, threads=args.threads or cfg.latency.threads, device=device)
+
+
+def cmd_latency_build(args) -> int:
+    from .latency.build import build_table
+    from .space import SearchSpace
+
+    cfg = _config(args)
+    backend = _backend(cfg, args)
+    out = resolve(args.out or cfg.latency.table)
+    space = SearchSpace.from_config(cfg.space)
+    table = build_table(out, backend, space, cfg.space.stem_head_widths, cfg.data.num_classes,
+                        cfg.latency.height, cfg.latency.width, resume=not args.no_resume)
+    print(f"{out}: {table.describe()} in {table.meta['build_seconds']} s")
+    return 0
+
+
+def cmd_latency_show(args) -> int:
+    from . import archs
+    from .latency import LatencyTable
+
+    cfg = _config(args)
+    table = LatencyTable.load(resolve(args.table or cfg.latency.table))
+    print(table.describe())
+    for k in ("method", "date", "versions", "complete", "build_seconds"):
+        if k in table.meta:
+            print(f"  {k}: {table.meta[k]}")
+    df = table.to_frame()
+    print(df.groupby(["op", "stride"])["median_ms"].describe()[["count", "min", "50%", "max"]].round(4).to_string())
+    for name in args.arch or []:
+        arch = archs.resolve(name)
+        bd = table.breakdown(arch)
+        ms = bd["latency_ms"].sum()
+        print(f"\n{arch.name}: predicted {ms:.3f} ms ({1000 / ms:.1f} FPS) at {table.resolution[0]}x{table.resolution[1]}, "
+              f"{table.meta.get('backend')} on {table.meta.get('device')} (sum of block entries)")
+        print(bd.groupby("part")["latency_ms"].sum().round(4).to_string())
+    return 0
+
+
+def cmd_latency_validate(args) -> int:
+    from .arch import DeriveRules
+    from .latency import load_for
+    from .latency.validate import random_architectures, validate
+    from .space import SearchSpace
+    from .viz.latency_plots import plot_predicted_vs_measured
+    from .viz.style import save_figure
+
+    cfg = _config(args)
+    table = load_for(cfg)
+    backend = _backend(cfg, args)
+    space = SearchSpace.from_config(cfg.space)
+    nets = random_architectures(space, args.networks or cfg.latency.validate_networks, cfg.space.stem_head_widths,
+                                cfg.data.num_classes, seed=args.seed, rules=DeriveRules.from_config(cfg.space))
+    from .latency.backends import get_backend
+
+    compare = [get_backend(name, threads=args.threads or cfg.latency.threads) for name in (args.compare or [])]
+    df, summary = validate(table, backend, nets, compare=compare)
+    out = resolve(args.out or f"runs/latency-validate-{cfg.profile}")
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "validation.csv", index=False)
+    (out / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    cfg.save(out / "config.json")
+    if not args.no_figure:
+        ax = plot_predicted_vs_measured(df, summary)
+        save_figure(ax.figure, out / "predicted_vs_measured.png")
+    print(f"{summary['networks']} networks, {summary['table']}: Spearman {summary['spearman']:.3f}, "
+          f"MAPE {100 * summary['mape']:.1f} %, median predicted/measured {summary['median_predicted_over_measured']:.3f}")
+    for k, v in summary.items():
+        if k.startswith("median_speedup"):
+            print(f"{k}: {v:.2f}x (same networks, end to end, {backend.threads} thread(s))")
+    print(f"written to {out}")
+    return 0
+
+
+def cmd_latency_import(args) -> int:
+    from .importers.original import convert_latency_table
+
+    table = convert_latency_table(resolve(args.reference) / "latency_lookup_table.npy")
+    print(table.save(resolve(args.out)), table.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +244,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="../shared/reference", help="folder holding arch_0.pt and arch_1.pt")
     p.add_argument("--out", default="fasterseg/archs", help="where to write the JSON files")
     p.set_defaults(func=cmd_arch_import)
+
+    lat = sub.add_parser("latency", help="latency tables: build, show, validate, import")
+    lat = lat.add_subparsers(dest="latency_cmd", required=True)
+    p = lat.add_parser("build", help="measure every block of the search space on this machine (resumable)")
+    _add_profile(p)
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), help="default: latency.backend")
+    p.add_argument("--threads", type=int, help="default: latency.threads")
+    p.add_argument("--out", help="CSV path (default: latency.table); a .json sidecar goes next to it")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of continuing a partial table")
+    p.set_defaults(func=cmd_latency_build)
+    p = lat.add_parser("show", help="summarise a table; with --arch, predict networks' latency")
+    _add_profile(p)
+    p.add_argument("--table", help="CSV path (default: latency.table of the profile)")
+    p.add_argument("--arch", nargs="*", help="architecture names or JSON files to predict")
+    p.set_defaults(func=cmd_latency_show)
+    p = lat.add_parser("validate", help="predicted vs measured latency of random derived networks")
+    _add_profile(p)
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--networks", type=int, help="how many random networks (default: latency.validate_networks)")
+    p.add_argument("--compare", nargs="*", choices=("onnxruntime", "torch"), help="also time the networks on these backends")
+    p.add_argument("--no-figure", action="store_true", help="write no scatter figure (for reference logs under data/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default runs/latency-validate-<profile>)")
+    p.set_defaults(func=cmd_latency_validate)
+    p = lat.add_parser("import", help="convert the original 1080Ti TensorRT table (restricted unpickling)")
+    p.add_argument("--reference", default="../shared/reference")
+    p.add_argument("--out", default="data/latency/gtx1080ti_tensorrt_1024x2048.csv")
+    p.set_defaults(func=cmd_latency_import)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against a reference timed in the same run)")
     bench = bench.add_subparsers(dest="bench_cmd", required=True)

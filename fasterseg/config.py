@@ -58,12 +58,29 @@ class SpaceConfig:
 
 
 @dataclass
+class LatencyConfig:
+    """The latency model: which table, measured how, at which deployment resolution, and the penalty."""
+
+    table: str = "data/latency/tiny_torch_cpu1_128x256.csv"
+    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    device: str = "cpu"  # for the torch backend: cpu or cuda
+    threads: int = 1
+    height: int = 128  # deployment resolution: latency is evaluated here, not at the search crop
+    width: int = 256
+    penalty: str = "decoupled"  # decoupled | coarse
+    rates: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)  # r_alpha, r_beta, r_gamma
+    ends: tuple[int, int] = (32, 16)  # branch pair whose expected latency is penalised
+    validate_networks: int = 30
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved as ``config.json`` next to the run's outputs."""
 
     profile: str = "tiny"
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -125,15 +142,20 @@ def profile(name: str | None = None) -> RunConfig:
         cfg.data = DataConfig(root="data/synthetic/tiny", image_height=128, image_width=256,
                               num_train=40, num_val=12, crop_height=128, crop_width=256, batch_size=4)
         cfg.space = SpaceConfig(layers=8, fch=4, down_gap_min=2)
+        cfg.latency = LatencyConfig(table="data/latency/tiny_torch_cpu1_128x256.csv", height=128, width=256)
     elif name == "cpu":
         cfg.data = DataConfig(root="data/synthetic/cpu", image_height=256, image_width=512,
                               num_train=320, num_val=64, crop_height=256, crop_width=512, batch_size=4)
         cfg.space = SpaceConfig(layers=8, fch=8)
+        cfg.latency = LatencyConfig(table="data/latency/cpu_torch_cpu1_256x512.csv", height=256, width=512)
     else:  # paper: Cityscapes at full size (DESIGN.md); synthetic fallback at half size
         cfg.data = DataConfig(dataset="cityscapes", root="data/cityscapes", image_height=512,
                               image_width=1024, num_train=200, num_val=50, crop_height=512,
                               crop_width=1024, batch_size=12)
         cfg.space = SpaceConfig(layers=16, fch=12)
+        # the published 1080Ti TensorRT table: search for that GPU without having one
+        cfg.latency = LatencyConfig(table="data/latency/gtx1080ti_tensorrt_1024x2048.csv", backend="tensorrt",
+                                    device="cuda", height=1024, width=2048)
     return cfg
 
 

@@ -69,7 +69,45 @@ def arch_figures(out: Path) -> list[Path]:
     return paths
 
 
-PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures]
+def latency_figures(out: Path) -> list[Path]:
+    """From the committed tables and validation logs (data/latency/): per-operator heat-maps, predicted
+    vs measured, backends compared, and the published table's prediction for FasterSeg."""
+    import json
+
+    import pandas as pd
+
+    from . import archs
+    from .latency import LatencyTable
+    from .paths import resolve
+    from .viz.latency_plots import (plot_backend_scatter, plot_latency_breakdown, plot_op_heatmap,
+                                    plot_predicted_vs_measured)
+
+    paths = []
+    cpu = LatencyTable.load(resolve("data/latency/cpu_torch_cpu1_256x512.csv"))
+    h, w = cpu.resolution
+    axes = plot_op_heatmap(cpu.to_frame(), {f"1/{s}": (h // s, w // s) for s in (8, 16, 32)})
+    axes[0, 0].figure.suptitle(f"latency per operator, {cpu.describe()}", fontsize=9)
+    paths.append(save_figure(axes[0, 0].figure, out / "latency_op_heatmap_cpu.png"))
+    plt.close(axes[0, 0].figure)
+    vdir = resolve("data/latency/validation/cpu")
+    df = pd.read_csv(vdir / "validation.csv")
+    summary = json.loads((vdir / "summary.json").read_text())
+    ax = plot_predicted_vs_measured(df, summary)
+    paths.append(save_figure(ax.figure, out / "latency_predicted_vs_measured_cpu.png"))
+    plt.close(ax.figure)
+    if "measured_ms_onnxruntime" in df:
+        ax = plot_backend_scatter(df, "onnxruntime")
+        paths.append(save_figure(ax.figure, out / "latency_backends_cpu.png"))
+        plt.close(ax.figure)
+    gpu = LatencyTable.load(resolve("data/latency/gtx1080ti_tensorrt_1024x2048.csv"))
+    bds = {n: gpu.breakdown(archs.load(n)) for n in ("fasterseg_student", "fasterseg_teacher")}
+    ax = plot_latency_breakdown(bds, title="published 1080Ti TensorRT table at 1024x2048 (paper: student 163.9 FPS)")
+    paths.append(save_figure(ax.figure, out / "latency_published_gtx1080ti.png"))
+    plt.close(ax.figure)
+    return paths
+
+
+PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures]
 
 
 def regenerate(out: str | Path = "figures") -> list[Path]:

@@ -104,3 +104,53 @@ def import_published(reference_dir: str | Path, out_dir: str | Path) -> list[Pat
         p.write_text(json.dumps(params) + "\n")
         out.append(p)
     return out
+
+
+# -- the published latency table ----------------------------------------------------------------------
+_LUT_OPS = {"FactorizedReduce": "skip", "BasicResidual1x": "conv", "BasicResidual_downup_1x": "zoomed_conv",
+            "BasicResidual2x": "conv_2x", "BasicResidual_downup_2x": "zoomed_conv_2x"}
+GTX1080TI_META = {
+    "backend": "tensorrt", "device": "NVIDIA GeForce GTX 1080 Ti", "device_type": "cuda", "threads": None,
+    "resolution": [1024, 2048], "batch": 1, "precision": "fp32", "interpolation": "as in the original latency code",
+    "versions": {"source": "FasterSeg release, latency_lookup_table.npy"},
+    "method": "original release: TensorRT engine per block, mean over a ~3 s run after 10 warm-up runs; "
+              "no spread or count recorded (spread_ms = nan, count = 0)",
+    "space": {"layers": 16, "fch": 12, "width_ratios": list(WIDTH_RATIOS),
+              "stem_head_widths": [[1.0, 1.0], [8 / 12, 8 / 12]], "num_classes": 19},
+    "complete": True,
+    "note": "converted once from the original release; 'fusion' entries include the original's channel "
+            "attention block, which the kit leaves out",
+}
+
+
+def convert_latency_table(npy_path: str | Path):
+    """The original ``latency_lookup_table.npy`` (pickled dict: key string -> ms) as a `LatencyTable`.
+
+    Read with a restricted unpickler (numpy reconstructors only). Keys are renamed into the kit's
+    typed keys; unknown key patterns raise ValueError.
+    """
+    import re
+
+    from ..latency.keys import LatencyKey
+    from ..latency.table import Entry, LatencyTable
+    from .pickle_guard import load_npy_object
+
+    raw = load_npy_object(npy_path)
+    entries = {}
+    for name, ms in raw.items():
+        m = re.fullmatch(r"(\w+?)_H(\d+)_W(\d+)_Cin(\d+)_Cout(\d+)_stride(\d+)(?:_dilation1)?", name)
+        if m and m.group(1) in _LUT_OPS:
+            op, h, w, ci, co, st = _LUT_OPS[m.group(1)], *map(int, m.groups()[1:])
+        elif m := re.fullmatch(r"ConvNorm_H(\d+)_W(\d+)_Cin(\d+)_Cout(\d+)_kernel(\d)_stride(\d)", name):
+            h, w, ci, co, k, st = map(int, m.groups())
+            op = f"conv{k}x{k}"
+        elif m := re.fullmatch(r"ff_H(\d+)_W(\d+)_C(\d+)", name):
+            h, w, ci = map(int, m.groups())
+            op, co, st = "fusion", ci, 1
+        elif m := re.fullmatch(r"head_H(\d+)_W(\d+)_Cin(\d+)_Cout(\d+)", name):
+            h, w, ci, co = map(int, m.groups())
+            op, st = "head", 1
+        else:
+            raise ValueError(f"unrecognised key in the original latency table: {name!r}")
+        entries[LatencyKey(op, h, w, ci, co, st)] = Entry(float(ms), float("nan"), 0)
+    return LatencyTable(entries, dict(GTX1080TI_META))

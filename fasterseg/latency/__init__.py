@@ -1,0 +1,35 @@
+"""The latency model: lookup tables (build, save, load, predict), backends, the differentiable
+expected latency of a supernet and the latency penalty, validation against end-to-end measurement."""
+from .keys import LatencyKey, network_blocks, space_keys  # noqa: F401
+from .table import LatencyTable, LatencyTableError, MissingEntriesError  # noqa: F401
+
+
+def load_for(cfg, check_space: bool = True) -> "LatencyTable":
+    """The table a `RunConfig` names, checked against its resolution and search space."""
+    from ..paths import resolve
+    from ..space import SearchSpace
+    from .build import space_meta
+
+    expect = {"resolution": [cfg.latency.height, cfg.latency.width]}
+    table = LatencyTable.load(resolve(cfg.latency.table), expect=expect)
+    if check_space:
+        space = SearchSpace.from_config(cfg.space)
+        want = space_meta(space, cfg.space.stem_head_widths, cfg.data.num_classes)
+        have = table.meta.get("space", {})
+        diff = [k for k in want if _norm(have.get(k)) != _norm(want[k])]
+        if diff:
+            raise LatencyTableError(
+                f"{cfg.latency.table} was built for another search space ({', '.join(diff)} differ: table "
+                f"{[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); build one with "
+                f"`fasterseg latency build --profile {cfg.profile}`")
+        table.check_keys(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes,
+                                    cfg.latency.height, cfg.latency.width))
+    return table
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, float):
+        return round(v, 6)
+    return v

@@ -1,0 +1,229 @@
+"""Differentiable expected latency of a supernet's architecture-parameter set, and the latency penalty.
+
+**Expected latency.** A branch ending at scale e is a random path through the node grid: going
+backwards from (L-1, e), node (l, s) came from (l-1, s-1) with probability beta0 and from (l-1, s) with
+beta1 (a node with a single input has no choice). Each cell on the path applies one operator
+(probabilities alpha) between input/output widths (probabilities gamma; independent per tensor).
+With F(n) the sum over path prefixes ending at n of their beta products, q_e(n) the probability that
+branch e's path reaches n backwards from its end, and S(n) the same prefix sum with squared products,
+
+    P(branch e uses the cell on edge n -> m)      = F(n) * beta_m(n) * q_e(m)
+    P(both branches share that cell)               = S(n) * beta_m(n)^2 * q_a(m) * q_b(m)
+
+(two branches share a cell only when their whole prefix agrees, as derived networks do). The expected
+latency is the stem, plus every cell's expected LUT latency (over alpha and the widths) times the
+probability that the union of the branches uses it, plus each branch's last cell and its refinement
+(the concatenated finer features' widths weighted by where the branch goes down), plus fusion and
+head. With one-hot parameters it equals the LUT sum of the derived network's blocks (skips aside:
+a stride-1 skip costs 0 because derivation removes it).
+
+**Penalty** (DESIGN.md): decoupled fine-grained
+``Lat = r_a*Lat(alpha | beta uniform, width max) + r_b*Lat(beta | alpha uniform, width max)
++ r_g*Lat(gamma | alpha uniform, beta uniform)`` with (r_a, r_b, r_g) = (1/500, 497/500, 2/500), each
+term differentiable in one kind of parameter only; or coarse (all three live in one term).
+The loss is ``lambda * Lat``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import PRIMITIVES
+from ..space import SCALES, SearchSpace
+from ..supernet import ArchParams
+from .keys import LatencyKey, stem_keys
+from .table import LatencyTable, MissingEntriesError
+
+PAPER_RATES = (1 / 500, 497 / 500, 2 / 500)
+
+
+class ExpectedLatency:
+    """Expected latency (ms) of one architecture set at the LUT's resolution; tensors precomputed once.
+
+    Args:
+        space: the supernet geometry. lut: a table covering the space (`space_keys`).
+        stem_width, head_width: of this set. num_classes: classes of the head.
+        ends: the branch pair the derived network will have, e.g. (32, 16) or (32, 8).
+    """
+
+    def __init__(self, space: SearchSpace, lut: LatencyTable, stem_width: float, head_width: float,
+                 num_classes: int, ends: tuple[int, ...] = (32, 16)):
+        if not 1 <= len(ends) <= 2:
+            raise ValueError("expected latency supports one or two branches")
+        self.space, self.ends = space, tuple(ends)
+        H, W = lut.resolution
+        if H % 32 or W % 32 or H == 0:
+            raise ValueError(f"the latency table's resolution {H}x{W} must be a (non-zero) multiple of 32")
+        L, R = space.layers, list(space.width_ratios)
+        self.n_w = len(R)
+        stem = space.stem_channels(stem_width)
+        missing = []
+
+        def lat(key: LatencyKey) -> float:
+            if key not in lut:
+                missing.append(key)
+                return 0.0
+            return lut[key]
+
+        def opcost(res, c_ins, c_outs, stride) -> torch.Tensor:
+            h, w = res
+            return torch.tensor([[[lat(LatencyKey(op, h, w, ci, co, stride)) for co in c_outs] for ci in c_ins]
+                                 for op in PRIMITIVES], dtype=torch.float64)
+
+        self.stem_ms = sum(lat(k) for k in stem_keys(stem, H, W))
+        self.same, self.down = {}, {}
+        for l in range(L):
+            for s in range(min(l, 2) + 1):
+                S = SCALES[s]
+                res = (H // S, W // S)
+                c_in = [stem[2]] if l == 0 else [space.channels(S, r) for r in R]
+                c_out = [space.channels(S, head_width)] if l == L - 1 else [space.channels(S, r) for r in R]
+                self.same[(l, s)] = opcost(res, c_in, c_out, 1)
+                if space.has_down(l, s):
+                    self.down[(l, s)] = opcost(res, c_in, [space.channels(2 * S, r) for r in R], 2)
+        c8, c16, c32 = (space.channels(s, head_width) for s in SCALES)
+        h8, w8, h16, w16, h32, w32 = H // 8, W // 8, H // 16, W // 16, H // 32, W // 32
+        ch8_opts = [space.channels(8, r) for r in R]
+        # refinement costs, as a function of the width of the concatenated finer feature (plus the
+        # up-sampling/concatenation glue when the table prices it)
+        glue = lut.prices_glue
+
+        def ref8(c):
+            return lat(LatencyKey("conv3x3", h8, w8, c8 + c, c8)) + (lat(LatencyKey("upcat", h16, w16, c8, c8 + c, 2)) if glue else 0.0)
+
+        def ref16(c):
+            return lat(LatencyKey("conv3x3", h16, w16, c16 + c, c16)) + (lat(LatencyKey("upcat", h32, w32, c16, c16 + c, 2)) if glue else 0.0)
+
+        self.ref8 = torch.tensor([ref8(c) for c in ch8_opts], dtype=torch.float64)
+        self.ref8_stem = ref8(stem[2])
+        self.ref16 = torch.tensor([ref16(space.channels(16, r)) for r in R], dtype=torch.float64)
+        self.arm32 = lat(LatencyKey("conv1x1", h32, w32, c32, c16))
+        self.arm16 = lat(LatencyKey("conv1x1", h16, w16, c16, c8))
+        nb = len(ends)
+        self.tail = lat(LatencyKey("fusion", h8, w8, nb * c8, nb * c8)) + lat(LatencyKey("head", h8, w8, nb * c8, num_classes))
+        if glue:
+            self.tail += lat(LatencyKey("upsample", h8, w8, num_classes, num_classes, 8))
+        if missing:
+            raise MissingEntriesError(sorted(set(missing)), "build a table for this space and resolution: "
+                                      "fasterseg latency build --profile ...")
+
+    # -- probabilities ------------------------------------------------------------------------------
+    def _widths(self, a: ArchParams, live: bool) -> dict:
+        """Width distribution of every tensor T(l, s): softmax(gamma) when live and searched, else max."""
+        sp = self.space
+        max_w = F.one_hot(torch.tensor(self.n_w - 1), self.n_w).double()
+        out = {}
+        for s in range(3):
+            g = a.gamma(s)
+            for k in range(g.shape[0]):
+                layer = k + sp.gamma_offset(s)
+                out[(layer, s)] = F.softmax(g[k].double(), -1) if (live and a.search_widths) else max_w
+        return out
+
+    def __call__(self, a: ArchParams, alpha: bool = True, beta: bool = True, gamma: bool = True) -> torch.Tensor:
+        """Expected latency (ms, scalar tensor). A kind that is not live is held neutral: alpha and beta
+        uniform, widths at max."""
+        sp, L = self.space, self.space.layers
+        uni5 = torch.full((len(PRIMITIVES),), 1 / len(PRIMITIVES), dtype=torch.float64)
+        half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+        alphas = {(l, s): (F.softmax(a.alpha(s)[sp.alpha_row(l, s)].double(), -1) if alpha else uni5)
+                  for l in range(L) for s in range(min(l, 2) + 1)}
+        widths = self._widths(a, gamma)
+
+        def preds(l, s):
+            """Inputs of node (l, s) with their beta weights."""
+            if s == 0:
+                return [((l - 1, 0), 1.0)]
+            if l == s:
+                return [((l - 1, s - 1), 1.0)]
+            b = F.softmax(a.beta(s)[sp.beta_row(l, s)].double(), -1) if beta else half
+            return [((l - 1, s - 1), b[0]), ((l - 1, s), b[1])]
+
+        nodes = [(l, s) for l in range(L) for s in range(min(l, 2) + 1)]
+        Fw, Sq = {(0, 0): 1.0}, {(0, 0): 1.0}
+        for (l, s) in nodes[1:]:
+            Fw[(l, s)] = sum(Fw[p] * w for p, w in preds(l, s))
+            Sq[(l, s)] = sum(Sq[p] * w * w for p, w in preds(l, s))
+        q = {}
+        for e in self.ends:
+            qe = {n: 0.0 for n in nodes}
+            qe[(L - 1, {8: 0, 16: 1, 32: 2}[e])] = 1.0
+            for (l, s) in reversed(nodes[1:]):
+                for p, w in preds(l, s):
+                    qe[p] = qe[p] + qe[(l, s)] * w
+            q[e] = qe
+
+        def w_in(l, s):
+            return None if l == 0 else widths[(l - 1, s)]
+
+        def cell_cost(T, l, s, out):
+            p_in = w_in(l, s)
+            t = torch.einsum("k,kij->ij", alphas[(l, s)], T)
+            t = t[0] if p_in is None else p_in @ t
+            return t[0] if out is None else t @ out
+
+        total = torch.tensor(self.stem_ms, dtype=torch.float64) + self.tail
+        for (l, s) in nodes[1:]:  # edges into (l, s)
+            for (pl, ps), w in preds(l, s):
+                T = self.same[(pl, ps)] if ps == s else self.down[(pl, ps)]
+                used = [Fw[(pl, ps)] * w * q[e][(l, s)] for e in self.ends]
+                u = sum(used)
+                if len(self.ends) == 2:
+                    u = u - Sq[(pl, ps)] * w * w * q[self.ends[0]][(l, s)] * q[self.ends[1]][(l, s)]
+                total = total + u * cell_cost(T, pl, ps, widths[(pl, s)])
+                # refinement: the finer feature a branch concatenates is this down-going cell's input
+                if ps != s:
+                    for e, ue in zip(self.ends, used):
+                        if e == 32 and s == 2:
+                            total = total + ue * (widths[(pl - 1, ps)] @ self.ref16)
+                        if e in (16, 32) and s == 1:
+                            r8 = self.ref8_stem if pl == 0 else widths[(pl - 1, ps)] @ self.ref8
+                            total = total + ue * r8
+        for e in self.ends:
+            si = {8: 0, 16: 1, 32: 2}[e]
+            total = total + cell_cost(self.same[(L - 1, si)], L - 1, si, None)
+            if e == 32:
+                total = total + self.arm32 + self.arm16
+            elif e == 16:
+                total = total + self.arm16
+        return total
+
+
+@dataclass
+class LatencyPenalty:
+    """``lambda * Lat`` with ``Lat`` decoupled (default) or coarse; see the module docstring.
+
+    Calling it on an `ArchParams` returns ``(loss, details)``: details holds each term's latency (ms,
+    floats), the full expected latency with all parameters live, the weighted latency and lambda.
+    """
+
+    expected: ExpectedLatency
+    lam: float = 1e-2
+    mode: str = "decoupled"  # or "coarse"
+    rates: tuple[float, float, float] = PAPER_RATES
+
+    def __post_init__(self):
+        if self.mode not in ("decoupled", "coarse"):
+            raise ValueError(f"penalty mode {self.mode!r}; choose decoupled or coarse")
+
+    def latency(self, a: ArchParams) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.mode == "coarse":
+            lat = self.expected(a)
+            return lat, {"latency_full_ms": float(lat.detach())}
+        r_a, r_b, r_g = self.rates
+        la = self.expected(a, alpha=True, beta=False, gamma=False)
+        lb = self.expected(a, alpha=False, beta=True, gamma=False)
+        lg = self.expected(a, alpha=False, beta=False, gamma=True)
+        lat = r_a * la + r_b * lb + r_g * lg
+        with torch.no_grad():
+            full = self.expected(a)
+        return lat, {"latency_alpha_ms": float(la.detach()), "latency_beta_ms": float(lb.detach()), "latency_gamma_ms": float(lg.detach()),
+                     "latency_full_ms": float(full)}
+
+    def __call__(self, a: ArchParams) -> tuple[torch.Tensor, dict[str, float]]:
+        lat, details = self.latency(a)
+        loss = self.lam * lat
+        details.update(latency_weighted_ms=float(lat.detach()), lam=self.lam, loss=float(loss.detach()))
+        return loss.float(), details

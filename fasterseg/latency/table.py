@@ -1,0 +1,183 @@
+"""The latency lookup table (LUT): per block key the median latency, its spread and the sample count,
+stored as CSV with a JSON metadata sidecar (backend, device, threads, versions, resolution, batch,
+date, timing method, search space).
+
+A LUT is only valid for what it was built with: `load(..., expect=...)` refuses another resolution,
+backend or search space, and `check_keys` lists the entries a search space needs but the table lacks.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from ..arch import Architecture
+from .keys import LatencyKey, network_blocks
+
+COLUMNS = ("op", "h", "w", "c_in", "c_out", "stride", "median_ms", "spread_ms", "count")
+
+
+class LatencyTableError(ValueError):
+    """A table that does not fit the request (metadata mismatch); the message says how to fix it."""
+
+
+class MissingEntriesError(LatencyTableError):
+    """Keys the table lacks; `.keys` lists them."""
+
+    def __init__(self, keys: list[LatencyKey], hint: str = ""):
+        self.keys = keys
+        shown = "\n  ".join(str(k.as_tuple()) for k in keys[:10])
+        more = f"\n  ... and {len(keys) - 10} more" if len(keys) > 10 else ""
+        super().__init__(f"the latency table lacks {len(keys)} entr{'y' if len(keys) == 1 else 'ies'} "
+                         f"(op, h, w, c_in, c_out, stride):\n  {shown}{more}\n{hint}".rstrip())
+
+
+@dataclass
+class Entry:
+    median_ms: float
+    spread_ms: float
+    count: int
+
+
+def sidecar(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+class LatencyTable:
+    """Block latencies (ms) and the metadata saying what they are valid for."""
+
+    def __init__(self, entries: dict[LatencyKey, Entry] | None = None, meta: dict | None = None):
+        self.entries = dict(entries or {})
+        self.meta = dict(meta or {})
+
+    # -- access -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: LatencyKey) -> bool:
+        return key.removed or key in self.entries
+
+    def __getitem__(self, key: LatencyKey) -> float:
+        """Median latency in ms (0 for a stride-1 skip, which derived networks remove)."""
+        if key.removed:
+            return 0.0
+        try:
+            return self.entries[key].median_ms
+        except KeyError:
+            raise MissingEntriesError([key]) from None
+
+    def missing(self, keys: Iterable[LatencyKey]) -> list[LatencyKey]:
+        return sorted({k for k in keys if k not in self})
+
+    @property
+    def prices_glue(self) -> bool:
+        """Whether the table holds up-sampling/concatenation blocks (kit-built tables do)."""
+        return bool(self.meta.get("prices_glue"))
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return tuple(self.meta.get("resolution", (0, 0)))
+
+    def describe(self) -> str:
+        m = self.meta
+        return (f"{m.get('backend')} on {m.get('device')} ({m.get('threads')} thread(s)), "
+                f"{self.resolution[0]}x{self.resolution[1]}, {len(self)} entries")
+
+    # -- prediction -----------------------------------------------------------------------------
+    def breakdown(self, arch: Architecture, height: int | None = None, width: int | None = None) -> pd.DataFrame:
+        """Per block of `arch`'s derived network: key, part, latency (ms)."""
+        h, w = (height, width) if height else self.resolution
+        blocks = network_blocks(arch, h, w, glue=self.prices_glue)
+        miss = self.missing(b.key for b in blocks)
+        if miss:
+            raise MissingEntriesError(miss, "build the missing entries: fasterseg latency build ... --resume")
+        return pd.DataFrame([{**b.key.__dict__, "part": b.part, "branch": b.branch, "index": b.index,
+                              "latency_ms": self[b.key]} for b in blocks])
+
+    def predict(self, arch: Architecture, height: int | None = None, width: int | None = None) -> float:
+        """Predicted latency (ms) of `arch`'s derived network: the sum of its blocks' entries (with the
+        resizing/concatenation glue when the table prices it; kernel fusion and cache effects across
+        blocks are not modelled)."""
+        return float(self.breakdown(arch, height, width)["latency_ms"].sum())
+
+    # -- files ----------------------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        rows = [{**k.__dict__, "median_ms": e.median_ms, "spread_ms": e.spread_ms, "count": e.count}
+                for k, e in sorted(self.entries.items())]
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (CSV, sorted by key) and its ``.json`` sidecar."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df = self.to_frame()
+        df.to_csv(path, index=False, float_format="%.6g")
+        sidecar(path).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expect: dict | None = None) -> "LatencyTable":
+        """Read a table; with `expect` (e.g. ``{"resolution": [1024, 2048], "backend": "torch"}``) refuse
+        one built for something else."""
+        path = Path(path)
+        if not path.exists():
+            raise LatencyTableError(f"no latency table at {path}; build one with `fasterseg latency build`")
+        meta_path = sidecar(path)
+        if not meta_path.exists():
+            raise LatencyTableError(f"{path} has no metadata sidecar {meta_path.name}; a table without it cannot "
+                                    "be checked. Rebuild it with `fasterseg latency build`")
+        meta = json.loads(meta_path.read_text())
+        entries = {}
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise LatencyTableError(f"{path}: columns {reader.fieldnames} differ from {list(COLUMNS)}")
+            for row in reader:
+                key = LatencyKey(row["op"], int(row["h"]), int(row["w"]), int(row["c_in"]), int(row["c_out"]),
+                                 int(row["stride"]))
+                spread = float(row["spread_ms"]) if row["spread_ms"] not in ("", "nan") else float("nan")
+                entries[key] = Entry(float(row["median_ms"]), spread, int(row["count"]))
+        table = cls(entries, meta)
+        if expect:
+            table.check_meta(expect, where=str(path))
+        return table
+
+    def check_meta(self, expect: dict, where: str = "the latency table") -> None:
+        """Raise `LatencyTableError` listing every field of `expect` that the metadata contradicts."""
+        bad = []
+        for field, want in expect.items():
+            have = self.meta.get(field)
+            if isinstance(want, (tuple, list)):
+                want, have = list(want), list(have) if isinstance(have, (tuple, list)) else have
+            if have != want:
+                bad.append(f"{field}: table has {have!r}, expected {want!r}")
+        if bad:
+            raise LatencyTableError(
+                f"{where} was built for something else:\n  " + "\n  ".join(bad) +
+                "\nA table is valid only for the device, backend, threads, resolution and search space it was "
+                "built with; build a matching one with `fasterseg latency build --profile ...`")
+
+    def check_keys(self, keys: Iterable[LatencyKey], backend=None) -> list[LatencyKey]:
+        """Raise `MissingEntriesError` for keys the table lacks, unless `backend` can measure them on
+        demand (it must match the table's backend and device); returns the keys measured."""
+        miss = self.missing(keys)
+        if not miss:
+            return []
+        if backend is None:
+            raise MissingEntriesError(miss, "measure them with `fasterseg latency build --resume` (same backend "
+                                      "and device), or pass a backend to measure on demand")
+        desc = backend.describe()
+        for f in ("backend", "device", "threads"):
+            if self.meta.get(f) is not None and self.meta.get(f) != desc.get(f):
+                raise LatencyTableError(f"cannot fill missing entries with {desc.get(f)!r}: the table's {f} is "
+                                        f"{self.meta.get(f)!r}; measure on the table's own {f}")
+        from tqdm.auto import tqdm
+
+        for k in tqdm(miss, desc="measuring missing latency entries"):
+            t = backend.time(k.module(), k.input_shape())
+            self.entries[k] = Entry(t.median_ms, t.spread_ms, t.count)
+        return miss

@@ -1,0 +1,66 @@
+"""Validate a latency table: predicted (sum of block entries) against end-to-end measurement of random
+derived networks with the same backend. Reports Spearman rank correlation and mean absolute
+percentage error."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..arch import DeriveRules, derive
+from ..network import DerivedNet
+from ..space import SearchSpace
+from ..supernet import ArchParams
+from .backends import Backend
+from .table import LatencyTable
+
+
+def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_classes: int, seed: int = 0,
+                         rules: DeriveRules = DeriveRules()) -> list:
+    """`n` derived networks from random architecture parameters (random temperature, skip bias, branch
+    pair and stem/head widths), so operators, widths and paths vary widely."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        k = i % len(stem_head_widths)
+        a = ArchParams(space, search_widths=True)
+        with torch.no_grad():
+            temp = float(torch.rand((), generator=g)) * 3 + 0.5
+            for p in a.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * temp)
+        ends = (32, 16) if i % 3 else (32, 8)
+        out.append(derive(a, space, *stem_head_widths[k], num_classes, ends=ends, name=f"random{i}", rules=rules))
+    return out
+
+
+def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool = True,
+             compare: list[Backend] = ()) -> tuple[pd.DataFrame, dict]:
+    """Measure every architecture end to end and compare with the table's prediction.
+
+    `compare`: further backends that measure the same networks (columns ``measured_ms_<name>``).
+    Returns (per-network frame: predicted_ms, measured_ms, spread_ms, ...; summary dict)."""
+    from scipy.stats import spearmanr
+    from tqdm.auto import tqdm
+
+    h, w = table.resolution
+    rows = []
+    for arch in tqdm(archs, desc="validating latency table", disable=not progress):
+        net = DerivedNet(arch, aux=False)
+        t = backend.time(net, (1, 3, h, w))
+        row = {"name": arch.name, "predicted_ms": table.predict(arch), "measured_ms": t.median_ms,
+               "spread_ms": t.spread_ms, "cells": sum(len(b.ops) for b in arch.branches),
+               "ends": "+".join(str(b.ends_at) for b in arch.branches)}
+        for other in compare:
+            row[f"measured_ms_{other.name}"] = other.time(net, (1, 3, h, w)).median_ms
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    rho = float(spearmanr(df["predicted_ms"], df["measured_ms"]).statistic)
+    ape = (df["predicted_ms"] - df["measured_ms"]).abs() / df["measured_ms"]
+    bias = float((df["predicted_ms"] / df["measured_ms"]).median())
+    summary = {"networks": len(df), "spearman": rho, "mape": float(ape.mean()),
+               "median_predicted_over_measured": bias, "table": table.describe(), "backend": backend.describe(),
+               "resolution": [h, w]}
+    for other in compare:
+        col = f"measured_ms_{other.name}"
+        summary[f"median_speedup_{other.name}_vs_{backend.name}"] = float((df["measured_ms"] / df[col]).median())
+    return df, summary

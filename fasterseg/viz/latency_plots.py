@@ -1,0 +1,113 @@
+"""Latency plots: predicted vs measured, per-operator heat-maps, backends compared."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..ops import PRIMITIVES
+
+
+def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax=None):
+    """Scatter of predicted (sum of LUT entries) against measured end-to-end latency (ms), with y = x."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.errorbar(df["measured_ms"], df["predicted_ms"], xerr=df.get("spread_ms"), fmt="o", ms=4, alpha=0.8,
+                elinewidth=0.6, capsize=0)
+    lo = 0.9 * min(df["measured_ms"].min(), df["predicted_ms"].min())
+    hi = 1.1 * max(df["measured_ms"].max(), df["predicted_ms"].max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+    ax.set_xlim(lo, hi), ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end-to-end (ms)")
+    ax.set_ylabel("predicted: sum of LUT entries (ms)")
+    if summary:
+        ax.set_title(f"{summary['networks']} random networks: Spearman {summary['spearman']:.2f}, "
+                     f"MAPE {100 * summary['mape']:.0f} %", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_op_heatmap(table_df: pd.DataFrame, scale_res: dict[str, tuple[int, int]], stride: int = 1, axes=None):
+    """Per operator (columns) and scale (rows): median latency (ms) over C_in (y) x C_out (x).
+
+    `table_df`: `LatencyTable.to_frame()`; `scale_res`: {"1/8": (h, w), ...} input sizes to show."""
+    ops = [o for o in PRIMITIVES if not (o == "skip" and stride == 1)]
+    if axes is None:
+        _, axes = plt.subplots(len(scale_res), len(ops), figsize=(2.1 * len(ops), 1.9 * len(scale_res)),
+                               squeeze=False)
+    vmax = 0
+    grids = {}
+    for r, (label, (h, w)) in enumerate(scale_res.items()):
+        for c, op in enumerate(ops):
+            sub = table_df[(table_df.op == op) & (table_df.h == h) & (table_df.w == w) & (table_df.stride == stride)]
+            g = sub.pivot_table(index="c_in", columns="c_out", values="median_ms")
+            grids[(r, c)] = g
+            vmax = max(vmax, np.nanmax(g.to_numpy()) if g.size else 0)
+    for (r, c), g in grids.items():
+        ax = axes[r, c]
+        if g.size:
+            im = ax.imshow(g.to_numpy(), origin="lower", cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
+            ax.set_xticks(range(g.shape[1]), g.columns, fontsize=6, rotation=90)
+            ax.set_yticks(range(g.shape[0]), g.index, fontsize=6)
+        if r == 0:
+            ax.set_title(ops[c], fontsize=8)
+        if c == 0:
+            ax.set_ylabel(f"{list(scale_res)[r]}\nC_in", fontsize=8)
+        if r == len(scale_res) - 1:
+            ax.set_xlabel("C_out", fontsize=7)
+    fig = axes[0, 0].figure
+    fig.colorbar(im, ax=axes, shrink=0.8, label=f"latency (ms), stride {stride}")
+    return axes
+
+
+def plot_backends(df: pd.DataFrame, ax=None):
+    """Bar chart: latency (ms) of the same blocks on several backends. `df`: index block, columns backends."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3))
+    df.plot.bar(ax=ax, width=0.8)
+    ax.set_ylabel("latency (ms)")
+    ax.tick_params(axis="x", labelsize=7, rotation=30)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: str | None = None):
+    """Stacked bars of predicted latency (ms) per network part. `breakdowns`: {name: `LatencyTable.breakdown`}."""
+    parts = ["stem", "cell", "refine", "glue", "fusion", "head"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 0.8 * len(breakdowns) + 1.2))
+    colors = plt.get_cmap("tab10")(np.arange(len(parts)))
+    for y, (name, bd) in enumerate(breakdowns.items()):
+        by = bd.groupby("part")["latency_ms"].sum()
+        left = 0.0
+        for p, c in zip(parts, colors):
+            v = float(by.get(p, 0.0))
+            ax.barh(y, v, left=left, color=c, label=p if y == 0 else None, edgecolor="white")
+            left += v
+        ax.text(left, y, f" {left:.2f} ms ({1000 / left:.0f} FPS)", va="center", fontsize=8)
+    ax.set_yticks(range(len(breakdowns)), list(breakdowns), fontsize=8)
+    ax.set_xlabel("predicted latency (ms): sum of LUT entries")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.3)
+    ax.legend(ncol=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_backend_scatter(df: pd.DataFrame, other: str, ax=None):
+    """Per network: end-to-end latency on `other` against torch (ms), with y = x."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.0))
+    col = f"measured_ms_{other}"
+    ax.scatter(df["measured_ms"], df[col], s=14)
+    hi = 1.05 * max(df["measured_ms"].max(), df[col].max())
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="y = x")
+    ax.set_xlim(0, hi), ax.set_ylim(0, hi)
+    ax.set_xlabel("PyTorch eager (ms)")
+    ax.set_ylabel(f"{other} (ms)")
+    speed = float((df["measured_ms"] / df[col]).median())
+    ax.set_title(f"same {len(df)} networks: {other} {speed:.2f}x faster (median)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
