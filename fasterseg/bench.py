@@ -117,3 +117,35 @@ def write(result: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
+    """Seconds per search step (architecture step + weight step, both sets, at the profile's crops and
+    batch) and images per second, interleaved with the reference convolution."""
+    import tempfile
+
+    from .config import apply_overrides, profile
+    from .losses import downsample_labels
+    from .search import Searcher, batch_at
+
+    torch.set_num_threads(threads)
+    cfg = apply_overrides(profile(profile_name), [f"search.threads={threads}"])
+    sc = cfg.search
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Searcher(cfg, tmp, progress=False)
+        s.train.transform = s._transform("search")
+        k = {"i": 0}
+
+        def step():
+            i = k["i"] = k["i"] + 1
+            xa, ya = batch_at(s.train, s.a_idx, sc.batch_size, 0, i, sc.seed, 2)
+            s.arch_step(xa, downsample_labels(ya))
+            xw, yw = batch_at(s.train, s.w_idx, sc.batch_size, 0, i, sc.seed, 1)
+            s.weight_step(xw, downsample_labels(yw), pretrain=False)
+
+        r = interleaved(step, rounds, warmup=1)
+    images = 2 * sc.batch_size  # an architecture batch and a weight batch per step
+    r.update({"seconds_per_step": r["median_ms"] / 1e3, "images_per_s": images / r["median_ms"] * 1e3,
+              "batch": sc.batch_size, "crop": list(sc.crop), "layers": cfg.space.layers, "fch": cfg.space.fch,
+              "includes": "batch loading + arch step (both sets, penalty) + weight step (both sets + max/min)"})
+    return {"environment": environment(threads), "profile": profile_name, "search_step": r}

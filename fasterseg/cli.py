@@ -208,6 +208,50 @@ def cmd_latency_import(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .search import SearchError, run_search
+
+    cfg = _config(args)
+    out = resolve(args.out or f"runs/search-{cfg.profile}")
+    try:
+        run_search(cfg, out, resume=args.resume, max_steps=args.max_steps)
+    except SearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_collapse(args) -> int:
+    from .search import SearchError, run_collapse
+
+    cfg = _config(args)
+    out = resolve(args.out or f"runs/collapse-{cfg.profile}")
+    try:
+        table = run_collapse(cfg, out, jobs=args.jobs)
+    except SearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 30):
+        print(table.round(3).T.to_string())
+    print(f"written to {out / 'comparison.csv'}")
+    return 0
+
+
+def cmd_bench_search(args) -> int:
+    from .bench import bench_search, write
+
+    res = bench_search(args.profile or "tiny", args.threads, args.rounds)
+    r, env = res["search_step"], res["environment"]
+    print(f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}] "
+          f"profile {res['profile']}: L={r['layers']} F={r['fch']}, batch {r['batch']} at {r['crop'][0]}x{r['crop'][1]}")
+    print(f"search step {r['seconds_per_step']:.2f} s median [{r['min_ms'] / 1e3:.2f}-{r['max_ms'] / 1e3:.2f}], "
+          f"{r['images_per_s']:.1f} images/s, {r['ratio_to_reference']:.1f}x the reference conv "
+          f"({r['reference_gmacs_per_s']:.0f} GMAC/s)")
+    print(write(res, resolve(args.out or f"runs/bench/search-{res['profile']}.json")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="../shared/reference", help="folder holding arch_0.pt and arch_1.pt")
     p.add_argument("--out", default="fasterseg/archs", help="where to write the JSON files")
     p.set_defaults(func=cmd_arch_import)
+
+    p = sub.add_parser("search", help="pretrain + co-search teacher and student (resumable)")
+    _add_profile(p)
+    p.add_argument("--out", help="run directory (default runs/search-<profile>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (resume later with --resume)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("collapse", help="coarse vs decoupled latency penalty at equal lambda: a side-by-side table")
+    _add_profile(p)
+    p.add_argument("--out", help="study directory (default runs/collapse-<profile>)")
+    p.add_argument("--jobs", type=int, default=1, help="2 runs both searches at once, one thread each")
+    p.set_defaults(func=cmd_collapse)
 
     lat = sub.add_parser("latency", help="latency tables: build, show, validate, import")
     lat = lat.add_subparsers(dest="latency_cmd", required=True)
@@ -282,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default="runs/bench/supernet.json")
     p.set_defaults(func=cmd_bench_supernet)
+
+    p = bench.add_parser("search", help="seconds per search step and images/s")
+    p.add_argument("--profile", choices=PROFILES, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", help="JSON path (default runs/bench/search-<profile>.json)")
+    p.set_defaults(func=cmd_bench_search)
 
     p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
     p.add_argument("--out", default="figures")

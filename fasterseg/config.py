@@ -74,6 +74,38 @@ class LatencyConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Pretraining and search (DESIGN.md "Search procedure"): two phases, per-set latency weights."""
+
+    pretrain_epochs: int = 20
+    search_epochs: int = 30
+    steps_per_epoch: int = 0  # 0: one pass over the weight half of the training split
+    pretrain_batch_size: int = 3
+    batch_size: int = 2
+    pretrain_crop: tuple[int, int] = (256, 512)  # after the x2 down-sampling
+    crop: tuple[int, int] = (224, 448)
+    downsample: int = 2  # images are down-sampled x2 before cropping during the search
+    train_portion: float = 0.5  # share of the training split for weight steps; the rest for arch steps
+    lr: float = 0.02
+    lr_decay: float = 0.978  # per epoch
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    lam: tuple[float, ...] = (0.0, 1e-2)  # latency weight per architecture set (teacher 0)
+    fps_min: tuple[float, ...] = (0.0, 155.0)  # adaptive lambda band per set, in FPS of the LUT's device
+    fps_max: tuple[float, ...] = (0.0, 175.0)
+    adapt_lambda: bool = True
+    target_ms: float = 8.3  # latency target of the branch-pair objective mIoU * (lat / target)^-0.07
+    val_images: int = 0  # 0: the whole validation split
+    log_every: int = 10  # steps between architecture-parameter snapshots in the history
+    checkpoint_every: int = 50  # steps between checkpoints (and at every epoch end)
+    threads: int = 0  # torch threads for the run (0: leave PyTorch's default)
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs; saved as ``config.json`` next to the run's outputs."""
 
@@ -81,6 +113,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -143,11 +176,19 @@ def profile(name: str | None = None) -> RunConfig:
                               num_train=40, num_val=12, crop_height=128, crop_width=256, batch_size=4)
         cfg.space = SpaceConfig(layers=8, fch=4, down_gap_min=2)
         cfg.latency = LatencyConfig(table="data/latency/tiny_torch_cpu1_128x256.csv", height=128, width=256)
+        cfg.search = SearchConfig(pretrain_epochs=1, search_epochs=3, steps_per_epoch=8, pretrain_batch_size=4,
+                                  batch_size=4, pretrain_crop=(64, 128), crop=(64, 128), lam=(0.0, 0.1), arch_lr=1e-2,
+                                  fps_min=(0.0, 280.0), fps_max=(0.0, 330.0), target_ms=3.5, log_every=2,
+                                  checkpoint_every=4, threads=1)
     elif name == "cpu":
         cfg.data = DataConfig(root="data/synthetic/cpu", image_height=256, image_width=512,
                               num_train=320, num_val=64, crop_height=256, crop_width=512, batch_size=4)
         cfg.space = SpaceConfig(layers=8, fch=8)
         cfg.latency = LatencyConfig(table="data/latency/cpu_torch_cpu1_256x512.csv", height=256, width=512)
+        cfg.search = SearchConfig(pretrain_epochs=3, search_epochs=8, steps_per_epoch=20, pretrain_batch_size=4,
+                                  batch_size=4, pretrain_crop=(128, 256), crop=(128, 256), lam=(0.0, 0.05), arch_lr=3e-3,
+                                  fps_min=(0.0, 60.0), fps_max=(0.0, 70.0), target_ms=16.0, val_images=32,
+                                  log_every=5, checkpoint_every=20)
     else:  # paper: Cityscapes at full size (DESIGN.md); synthetic fallback at half size
         cfg.data = DataConfig(dataset="cityscapes", root="data/cityscapes", image_height=512,
                               image_width=1024, num_train=200, num_val=50, crop_height=512,

@@ -107,7 +107,45 @@ def latency_figures(out: Path) -> list[Path]:
     return paths
 
 
-PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures]
+def search_figures(out: Path) -> list[Path]:
+    """From the committed reference collapse study (data/runs/collapse-cpu): alpha/beta/gamma evolution of
+    the decoupled run, its latency and lambda, coarse vs decoupled side by side, and the final students."""
+    from .arch import Architecture
+    from .paths import resolve
+    from .viz.graphs import arch_graph
+    from .viz.search_plots import (load_run, plot_alpha_evolution, plot_beta_gamma_evolution, plot_collapse,
+                                   plot_latency_lambda)
+
+    study = resolve("data/runs/collapse-cpu")
+    runs = {m: load_run(study / m) for m in ("coarse", "decoupled")}
+    paths = []
+    axes = plot_alpha_evolution(runs["decoupled"]["arch"])
+    axes[0, 0].figure.suptitle("student alpha during the cpu-profile search (decoupled penalty)", fontsize=9)
+    paths.append(save_figure(axes[0, 0].figure, out / "search_alpha_evolution.png"))
+    plt.close(axes[0, 0].figure)
+    axes = plot_beta_gamma_evolution(runs["decoupled"]["arch"])
+    paths.append(save_figure(axes[0, 0].figure, out / "search_beta_gamma_evolution.png"))
+    plt.close(axes[0, 0].figure)
+    ax = plot_latency_lambda(runs["decoupled"]["steps"], runs["decoupled"]["epochs"])
+    ax.set_title("student: expected and derived latency, lambda (decoupled)", fontsize=9)
+    paths.append(save_figure(ax.figure, out / "search_latency_lambda.png"))
+    plt.close(ax.figure)
+    axes = plot_collapse({m: r["epochs"] for m, r in runs.items()})
+    axes[0].figure.suptitle("architecture collapse: coarse vs decoupled latency penalty at equal lambda (cpu profile)",
+                            fontsize=9)
+    paths.append(save_figure(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
+    plt.close(axes[0].figure)
+    for m, r in runs.items():
+        e = r["epochs"]
+        last = e[(e["arch"] == "student") & (e["phase"] == "search")].iloc[-1]
+        arch = Architecture.load(study / m / last["arch_file"])
+        p = out / f"collapse_student_{m}.png"
+        p.write_bytes(arch_graph(arch, f"student after the {m}-penalty search").pipe(format="png"))
+        paths.append(p)
+    return paths
+
+
+PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures, search_figures]
 
 
 def regenerate(out: str | Path = "figures") -> list[Path]:

@@ -6,7 +6,8 @@ Each set (teacher, student, ...) has its own alpha/beta/gamma (`ArchParams`), st
 predictions at 1/8 resolution: ``8``, ``16``, ``32``, ``8+32``, ``16+32``.
 
 Width modes: ``max``, ``min``, ``random`` (uniform per tensor), ``sampled`` (straight-through hard
-Gumbel-softmax over gamma; sets that do not search widths use ``max``). As in the original, a cell's
+Gumbel-softmax over gamma; sets that do not search widths use ``max``), ``argmax`` (the most likely
+width, no noise: for evaluation). As in the original, a cell's
 output is multiplied by the sampled one-hot values of its input and output widths (1 in value,
 carrying gamma's gradient).
 
@@ -27,7 +28,7 @@ from .ops import PRIMITIVES, ConvBNReLU, Head, Stem, build_op, resize
 from .space import SCALES, SearchSpace
 
 PREDICTIONS = ("8", "16", "32", "8+32", "16+32")
-WIDTH_MODES = ("max", "min", "random", "sampled")
+WIDTH_MODES = ("max", "min", "random", "sampled", "argmax")
 
 
 class ArchParams(nn.Module):
@@ -197,6 +198,9 @@ class Supernet(nn.Module):
             elif mode == "random":
                 idx = torch.randint(len(ratios), (rows,), generator=self.generator).tolist()
                 onehot = None
+            elif mode == "argmax" and a.search_widths:
+                idx = a.gamma(s).argmax(-1).tolist()
+                onehot = None
             else:
                 idx = [0 if mode == "min" else len(ratios) - 1] * rows
                 onehot = None
@@ -249,4 +253,7 @@ class Supernet(nn.Module):
         """Five candidate predictions (N, classes, H/8, W/8) of set `arch`. H, W: multiples of 32."""
         if x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(f"input {tuple(x.shape[-2:])}: H and W must be multiples of 32 (pad or resize)")
+        if min(x.shape[-2:]) < 64:
+            raise ValueError(f"input {tuple(x.shape[-2:])}: H and W must be at least 64 (zoomed operators halve "
+                             "the 1/32 features once more); use larger crops")
         return self.heads[arch](*self.features(x, arch, widths))

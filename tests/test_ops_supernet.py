@@ -52,9 +52,11 @@ def test_supernet_shapes(net, hw, mode):
         assert v.shape == (2, 5, hw[0] // 8, hw[1] // 8)
 
 
-def test_supernet_rejects_sizes_not_multiple_of_32(net):
+def test_supernet_rejects_bad_input_sizes(net):
     with pytest.raises(ValueError, match="multiples of 32"):
         net(torch.randn(1, 3, 48, 64))
+    with pytest.raises(ValueError, match="at least 64"):
+        net(torch.randn(1, 3, 32, 64))
 
 
 @pytest.mark.parametrize("active", [0, 1])

@@ -1,0 +1,191 @@
+"""Plots of search runs, drawn from the run's history files (never from a live model)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..ops import PRIMITIVES
+
+SCALE_NAMES = {8: "1/8", 16: "1/16", 32: "1/32"}
+
+
+def load_run(run: str | Path) -> dict[str, pd.DataFrame]:
+    """The history tables of a run directory: steps, arch, epochs, lambda."""
+    h = Path(run) / "history"
+    return {name: pd.read_csv(h / f"{name}.csv") for name in ("steps", "arch", "epochs", "lambda")}
+
+
+def _heat(ax, g: pd.DataFrame, **kw):
+    return ax.imshow(g.to_numpy(), aspect="auto", origin="lower", extent=(g.columns.min() - 0.5, g.columns.max() + 0.5,
+                                                                        g.index.min() - 0.5, g.index.max() + 0.5), **kw)
+
+
+def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
+    """Heat-maps of alpha: one panel per (scale, operator), x = step, y = layer, colour = probability."""
+    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")]
+    scales = sorted(df["scale"].unique())
+    if axes is None:
+        _, axes = plt.subplots(len(scales), len(PRIMITIVES), figsize=(2.2 * len(PRIMITIVES), 1.9 * len(scales)),
+                               sharex=True, squeeze=False, layout="constrained")
+    from matplotlib.colors import TwoSlopeNorm
+
+    uniform = 1 / len(PRIMITIVES)
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=0, vmax=max(2 * uniform, float(df["prob"].max())))
+    for r, s in enumerate(scales):
+        for c, op in enumerate(PRIMITIVES):
+            g = df[(df["scale"] == s) & (df["choice"] == op)].pivot_table(index="layer", columns="step", values="prob")
+            ax = axes[r, c]
+            im = _heat(ax, g, cmap="RdBu_r", norm=norm)
+            if r == 0:
+                ax.set_title(op, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{SCALE_NAMES[s]}\nlayer", fontsize=8)
+            if r == len(scales) - 1:
+                ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=6)
+    axes[0, 0].figure.colorbar(im, ax=axes, shrink=0.8, label=f"alpha probability ({arch_set}); white = uniform")
+    return axes
+
+
+def plot_beta_gamma_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
+    """Left column: beta's probability of coming from the scale above ("down") per layer over steps, at
+    1/16 and 1/32. Other panels: gamma's expected width ratio (sum of p * width) per layer over steps."""
+    df = arch[arch["arch"] == arch_set]
+    if axes is None:
+        _, axes = plt.subplots(2, 3, figsize=(9, 4.0), squeeze=False, layout="constrained")
+    b = df[(df["kind"] == "beta") & (df["choice"] == "down")]
+    for ax, s in zip(axes[:, 0], (16, 32)):
+        im = _heat(ax, b[b["scale"] == s].pivot_table(index="layer", columns="step", values="prob"),
+                   cmap="coolwarm", vmin=0, vmax=1)
+        ax.set_title(f"beta p(from down), {SCALE_NAMES[s]}", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
+    axes[0, 0].figure.colorbar(im, ax=list(axes[:, 0]), shrink=0.8)
+    gm = df[df["kind"] == "gamma"].copy()
+    gm["wp"] = gm["choice"].map(_ratio) * gm["prob"]
+    ew = gm.groupby(["scale", "layer", "step"])["wp"].sum().reset_index()
+    gamma_axes = [axes[0, 1], axes[0, 2], axes[1, 1]]
+    for ax, s in zip(gamma_axes, (8, 16, 32)):
+        im = _heat(ax, ew[ew["scale"] == s].pivot_table(index="layer", columns="step", values="wp"),
+                   cmap="viridis", vmin=1 / 3, vmax=1)
+        ax.set_title(f"gamma expected width, {SCALE_NAMES[s]}", fontsize=8)
+    axes[0, 0].figure.colorbar(im, ax=gamma_axes, shrink=0.8)
+    axes[1, 2].axis("off")
+    for ax in axes.flat:
+        ax.tick_params(labelsize=6)
+    for ax in (axes[1, 0], axes[1, 1]):
+        ax.set_xlabel("step", fontsize=8)
+    return axes
+
+
+def _ratio(label: str) -> float:
+    if "/" in label:
+        a, b = label.split("/")
+        return float(a) / float(b)
+    return float(label)
+
+
+def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
+    """Interactive plotly heat-map of alpha (nodes x operators) with a slider over logged steps."""
+    import plotly.graph_objects as go
+
+    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")].copy()
+    df["node"] = df["scale"].map(SCALE_NAMES) + " L" + df["layer"].astype(str)
+    steps = sorted(df["step"].unique())
+    nodes = list(dict.fromkeys(df.sort_values(["scale", "layer"])["node"]))
+
+    def z(step):
+        g = df[df["step"] == step].pivot_table(index="node", columns="choice", values="prob")
+        return g.reindex(index=nodes, columns=list(PRIMITIVES)).round(4).to_numpy()
+
+    frames = [go.Frame(data=[go.Heatmap(z=z(s), x=list(PRIMITIVES), y=nodes, zmin=0, zmax=1, colorscale="Magma")],
+                       name=str(s)) for s in steps]
+    fig = go.Figure(data=frames[-1].data, frames=frames)
+    fig.update_layout(
+        title=f"alpha of the {arch_set} per node; drag the slider through the search", height=120 + 14 * len(nodes),
+        sliders=[{"active": len(steps) - 1, "currentvalue": {"prefix": "step "},
+                  "steps": [{"label": str(s), "method": "animate",
+                             "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
+                            for s in steps]}])
+    return fig
+
+
+def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str = "student", ax=None):
+    """Expected latency (all parameters live) per step, the derived network's predicted latency per
+    epoch, and lambda (right axis)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.0))
+    s = steps.dropna(subset=[f"latency_full_ms_{arch_set}"])
+    ax.plot(s["step"], s[f"latency_full_ms_{arch_set}"], lw=1, label="expected latency (supernet)")
+    e = epochs[(epochs["arch"] == arch_set) & (epochs["phase"] == "search")]
+    ax.plot(e["step"], e["latency_ms"], "o-", ms=4, label="derived network (LUT sum)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("latency (ms)")
+    ax2 = ax.twinx()
+    ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1, label="lambda")
+    ax2.set_ylabel("lambda", color="tab:red")
+    ax2.tick_params(axis="y", colors="tab:red")
+    lines = ax.get_legend_handles_labels()
+    l2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + l2[0], lines[1] + l2[1], fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
+    """Coarse vs decoupled, per search epoch of the student: share of skip (parameter-free) and
+    zoomed operators on the derived paths, where the 1/32 branch first goes down, predicted latency,
+    validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}."""
+    if axes is None:
+        _, axes = plt.subplots(1, 5, figsize=(13, 3.0), layout="constrained")
+    styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s")}
+    panels = [("skip_share", "skip share (removed layers)"), ("zoomed_share", "zoomed-operator share"),
+              ("first_down_32", "1/32 branch: first down (layer)"), ("latency_ms", "predicted latency (ms)"),
+              ("miou", "val mIoU (%)")]
+    for name, ep in runs.items():
+        e = ep[(ep["arch"] == "student") & (ep["phase"] == "search")].copy()
+        e["miou"] = [100 * r[f"miou_{r['ends']}"] for _, r in e.iterrows()]
+        for ax, (col, title) in zip(axes, panels):
+            ax.plot(e["epoch"] + 1, e[col], label=name, ms=4, **styles.get(name, {}))
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel("search epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return axes
+
+
+def op_mass(arch: pd.DataFrame, arch_set: str = "student") -> pd.DataFrame:
+    """Per logged step: the mean alpha probability of skip, of the zoomed operators, and alpha's
+    normalised entropy, over all nodes of `arch_set` (columns skip, zoomed, entropy)."""
+    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")]
+    n_nodes = df.groupby("step")[["scale", "layer"]].apply(lambda g: len(g.drop_duplicates()))
+    skip = df[df["choice"] == "skip"].groupby("step")["prob"].sum() / n_nodes
+    zoom = df[df["choice"].isin(["zoomed_conv", "zoomed_conv_2x"])].groupby("step")["prob"].sum() / n_nodes
+    p = df["prob"].clip(lower=1e-12)
+    ent = (-(p * np.log(p))).groupby(df["step"]).sum() / n_nodes / np.log(len(PRIMITIVES))
+    return pd.DataFrame({"skip": skip, "zoomed": zoom, "entropy": ent})
+
+
+def plot_op_mass(runs: dict[str, pd.DataFrame], axes=None):
+    """Cheap-operator mass and alpha entropy per step for several runs. `runs`: {name: arch frame}."""
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(11, 2.8), layout="constrained")
+    styles = {"coarse": "tab:red", "decoupled": "tab:blue"}
+    for name, arch in runs.items():
+        m = op_mass(arch)
+        for ax, col, title in zip(axes, ("skip", "zoomed"), ("mean p(skip)", "mean p(zoomed ops)")):
+            ax.plot(m.index, m[col], label=name, color=styles.get(name))
+            ax.set_title(title, fontsize=8)
+        axes[2].plot(m.index, m["entropy"], label=name, color=styles.get(name))
+        axes[2].set_title("alpha entropy (1 = uniform)", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].axhline(0.2, color="grey", lw=0.6, ls=":")
+    axes[1].axhline(0.4, color="grey", lw=0.6, ls=":")
+    axes[0].legend(fontsize=8)
+    return axes
