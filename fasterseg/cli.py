@@ -62,18 +62,59 @@ def cmd_figures(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The end-to-end demo on the embedded synthetic data set."""
+    """The end-to-end demo on the embedded synthetic data set: data -> latency table -> co-search ->
+    the derived student (table, size, predicted latency) -> figures of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .arch import Architecture
+    from .counting import totals
     from .data.check import check_tree
     from .data.synthetic import SyntheticSpec, ensure
+    from .latency import load_for
+    from .network import DerivedNet
+    from .search import run_search, run_status
+    from .viz.search_plots import load_run, plot_alpha_evolution, plot_latency_lambda
+    from .viz.style import save_figure
 
     cfg = _config(args)
     out = resolve(args.out or f"runs/demo-{cfg.profile}")
     cfg.save(out / "config.json")
     d = cfg.data
-    print(f"[demo] 1/1 synthetic street scenes ({d.num_train}+{d.num_val} images, {d.image_height}x{d.image_width})")
+    print(f"[demo 1/4] synthetic street scenes ({d.num_train}+{d.num_val} images, {d.image_height}x{d.image_width})")
     ensure(resolve(d.root), SyntheticSpec(d.image_height, d.image_width, d.num_train, d.num_val, d.seed))
     print(check_tree(resolve(d.root), "cityscapes").report())
-    print(f"[demo] config saved to {out / 'config.json'}")
+    print(f"\n[demo 2/4] latency table {cfg.latency.table}")
+    lut = load_for(cfg)
+    print("  " + lut.describe())
+    run = out / "search"
+    status = run_status(run, cfg)
+    print(f"\n[demo 3/4] co-search of teacher and student ({cfg.search.pretrain_epochs} pretraining + "
+          f"{cfg.search.search_epochs} search epochs) in {run}" + ("" if status == "new" else f" ({status} run found)"))
+    if status != "done":
+        run_search(cfg, run, resume=status == "partial")
+    h = load_run(run)
+    ep = h["epochs"]
+    last = ep[(ep.arch == "student") & (ep.phase == "search")].iloc[-1]
+    student = Architecture.load(run / last["arch_file"])
+    H, W = cfg.latency.height, cfg.latency.width
+    params, gmacs = totals(DerivedNet(student, aux=False), (1, 3, H, W))
+    print(f"\n[demo 4/4] derived student ({last['arch_file']}): branches {last['ends']}, "
+          f"val mIoU {100 * last['miou_' + last['ends']]:.1f} % (search-time supernet weights)")
+    print(student.table().to_string(index=False))
+    print(f"  {params:.2f} M parameters, {gmacs:.2f} GMACs at {H}x{W}; predicted latency {lut.predict(student):.2f} ms "
+          f"({1000 / lut.predict(student):.0f} FPS) on {lut.meta.get('backend')} / {lut.meta.get('device')}, "
+          f"{lut.meta.get('threads')} thread(s)")
+    figs = out / "figures"
+    axes = plot_alpha_evolution(h["arch"])
+    save_figure(axes[0, 0].figure, figs / "alpha_evolution.png")
+    ax = plot_latency_lambda(h["steps"], ep)
+    save_figure(ax.figure, figs / "latency_lambda.png")
+    plt.close("all")
+    print(f"  figures of the run: {figs}")
+    print("\nNot in the kit yet: training the derived networks from scratch, distillation and final evaluation.")
     return 0
 
 

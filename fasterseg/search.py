@@ -504,3 +504,12 @@ def run_collapse(cfg: RunConfig, out: str | Path, jobs: int = 1, progress: bool 
     table = compare_runs({m: out / m for m in cfgs})
     table.to_csv(out / "comparison.csv")
     return table
+
+
+def run_status(out: str | Path, cfg: RunConfig) -> str:
+    """``new`` (no run in `out`), ``partial`` (a checkpoint before the end) or ``done``."""
+    last = Path(out) / "checkpoints" / "last.pt"
+    if not last.exists():
+        return "new"
+    pos = torch.load(last, map_location="cpu", weights_only=True)["position"]
+    return "done" if pos["phase"] == "search" and pos["epoch"] >= cfg.search.search_epochs else "partial"
