@@ -83,10 +83,9 @@ class Architecture:
         return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        from .paths import write_text
+
+        return write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict) -> "Architecture":

@@ -113,10 +113,9 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
 
 
 def write(result: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path
+    from .paths import write_text
+
+    return write_text(path, json.dumps(result, indent=2))
 
 
 def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:

@@ -374,19 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against a reference timed in the same run)")
     bench = bench.add_subparsers(dest="bench_cmd", required=True)
-    p = bench.add_parser("supernet", help="supernet training step and the published student's inference time")
-    p.add_argument("--profile", choices=PROFILES, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--out", default="runs/bench/supernet.json")
-    p.set_defaults(func=cmd_bench_supernet)
-
-    p = bench.add_parser("search", help="seconds per search step and images/s")
-    p.add_argument("--profile", choices=PROFILES, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--out", help="JSON path (default runs/bench/search-<profile>.json)")
-    p.set_defaults(func=cmd_bench_search)
+    for name, func, help_, out in (
+            ("supernet", cmd_bench_supernet, "supernet training step and the published student's inference time",
+             "runs/bench/supernet.json"),
+            ("search", cmd_bench_search, "seconds per search step and images/s", None)):
+        p = bench.add_parser(name, help=help_)
+        p.add_argument("--profile", choices=PROFILES, default=None)
+        p.add_argument("--threads", type=int, default=1, help="torch threads (1: the steadiest on a shared machine)")
+        p.add_argument("--rounds", type=int, default=5, help="timed rounds, each interleaved with the reference")
+        p.add_argument("--out", default=out, help="JSON path (default runs/bench/<name>[-<profile>].json)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
     p.add_argument("--out", default="figures")

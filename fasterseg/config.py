@@ -119,10 +119,9 @@ class RunConfig:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        from .paths import write_text
+
+        return write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":

@@ -25,3 +25,21 @@ def resolve(path: str | Path) -> Path:
     """Absolute paths as they are; relative ones against `project_root()`."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_root() / p
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (plus a final newline) to `path`, creating parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+    return path
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the project root when inside it (for messages that must not depend on where
+    the kit is checked out), else as it is."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return str(p)

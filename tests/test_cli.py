@@ -22,3 +22,15 @@ def test_data_check_reports_and_fails_clearly(tiny_tree, tmp_path, capsys):
 def test_config_override_error_is_reported(capsys):
     assert main(["config", "--profile", "tiny", "data.nope=3"]) == 2
     assert "has no field" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    args = ["demo", "--profile", "tiny", "--out", str(tmp_path / "demo"), f"data.root={tmp_path / 'data'}",
+            "data.num_train=12", "data.num_val=4", "search.pretrain_epochs=1", "search.search_epochs=1",
+            "search.steps_per_epoch=2", "search.batch_size=2", "search.pretrain_batch_size=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[demo 4/4] derived student" in out and "predicted latency" in out
+    assert (tmp_path / "demo" / "figures" / "alpha_evolution.png").exists()
+    assert main(args) == 0  # a finished run is reused, not repeated
+    assert "(done run found)" in capsys.readouterr().out

@@ -181,12 +181,12 @@ def test_penalty_modes(table):
     E = ExpectedLatency(SPACE, table, 8 / 12, 8 / 12, 19)
     loss, d = LatencyPenalty(E, lam=0.5)(a)
     lat = 0.002 * d["latency_alpha_ms"] + 0.994 * d["latency_beta_ms"] + 0.004 * d["latency_gamma_ms"]
-    assert d["latency_weighted_ms"] == pytest.approx(lat) and float(loss) == pytest.approx(0.5 * lat, rel=1e-6)
+    assert d["latency_weighted_ms"] == pytest.approx(lat) and loss.item() == pytest.approx(0.5 * lat, rel=1e-6)
     loss.backward()
     assert all(p.grad is not None for p in a.parameters())
     a.zero_grad()
     loss, d = LatencyPenalty(E, lam=1.0, mode="coarse")(a)
-    assert float(loss) == pytest.approx(d["latency_full_ms"], rel=1e-6)
+    assert loss.item() == pytest.approx(d["latency_full_ms"], rel=1e-6)
     with pytest.raises(ValueError, match="decoupled or coarse"):
         LatencyPenalty(E, mode="fine")
 
@@ -270,3 +270,17 @@ def test_unpickler_refuses_code(tmp_path):
     np.save(p, np.array(Evil(), dtype=object), allow_pickle=True)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         load_npy_object(p)
+
+
+def test_paper_profile_uses_the_published_table():
+    """The paper profile searches against the committed 1080Ti table (no glue entries, none needed)."""
+    from fasterseg.config import profile
+    from fasterseg.latency import load_for
+
+    cfg = profile("paper")
+    t = load_for(cfg)
+    assert not t.prices_glue and t.resolution == (1024, 2048)
+    space = SearchSpace.from_config(cfg.space)
+    student = ArchParams(space, True)
+    ms = float(ExpectedLatency(space, t, 8 / 12, 8 / 12, 19)(student).detach())
+    assert 4.0 < ms < 15.0  # a uniform student on the 1080Ti, in ms

@@ -23,7 +23,7 @@ def load_for(cfg, check_space: bool = True) -> "LatencyTable":
                 f"{[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); build one with "
                 f"`fasterseg latency build --profile {cfg.profile}`")
         table.check_keys(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes,
-                                    cfg.latency.height, cfg.latency.width))
+                                    cfg.latency.height, cfg.latency.width, glue=table.prices_glue))
     return table
 
 

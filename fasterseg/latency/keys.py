@@ -126,8 +126,9 @@ def head_keys(space: SearchSpace, head_width: float, ends: Sequence[int], ch16: 
 
 
 def space_keys(space: SearchSpace, stem_head_widths: Sequence[tuple[float, float]], num_classes: int,
-               height: int, width: int) -> list[LatencyKey]:
-    """Every key the supernet's sets and their derived networks can need at `height` x `width`."""
+               height: int, width: int, glue: bool = True) -> list[LatencyKey]:
+    """Every key the supernet's sets and their derived networks can need at `height` x `width`
+    (with the up-sampling/concatenation glue blocks unless `glue` is False)."""
     keys: set[LatencyKey] = set()
     stems = {space.stem_channels(sw) for sw, _ in stem_head_widths}
     heads = {hw for _, hw in stem_head_widths}
@@ -149,7 +150,7 @@ def space_keys(space: SearchSpace, stem_head_widths: Sequence[tuple[float, float
             for ch8 in ch8_options:
                 for ends in ((32, 16), (32, 8)):
                     keys.update(head_keys(space, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes,
-                                          height, width))
+                                          height, width, glue))
     return sorted(keys)
 
 

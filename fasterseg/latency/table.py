@@ -143,7 +143,9 @@ class LatencyTable:
                 entries[key] = Entry(float(row["median_ms"]), spread, int(row["count"]))
         table = cls(entries, meta)
         if expect:
-            table.check_meta(expect, where=str(path))
+            from ..paths import display_path
+
+            table.check_meta(expect, where=display_path(path))
         return table
 
     def check_meta(self, expect: dict, where: str = "the latency table") -> None:
