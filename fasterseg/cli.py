@@ -6,11 +6,12 @@ overrides, and saves the resulting config next to its outputs.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from .config import PROFILES, apply_overrides, profile
-from .paths import resolve
+from .paths import resolve, write_text
 
 
 def _config(args):
@@ -166,8 +167,7 @@ def _backend(cfg, args):
     from .latency.backends import get_backend
 
     name = args.backend or cfg.latency.backend
-    device = cfg.latency.device if name == "torch" and name == cfg.latency.backend else "cpu"
-    return get_backend(name, threads=args.threads or cfg.latency.threads, device=device)
+    return get_backend(name, threads=args.threads or cfg.latency.threads, device=cfg.latency.device)
 
 
 def cmd_latency_build(args) -> int:
@@ -222,12 +222,13 @@ def cmd_latency_validate(args) -> int:
                                 cfg.data.num_classes, seed=args.seed, rules=DeriveRules.from_config(cfg.space))
     from .latency.backends import get_backend
 
-    compare = [get_backend(name, threads=args.threads or cfg.latency.threads) for name in (args.compare or [])]
+    compare = [get_backend(name, threads=args.threads or cfg.latency.threads, device=cfg.latency.device)
+               for name in (args.compare or [])]
     df, summary = validate(table, backend, nets, compare=compare)
     out = resolve(args.out or f"runs/latency-validate-{cfg.profile}")
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "validation.csv", index=False)
-    (out / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     cfg.save(out / "config.json")
     if not args.no_figure:
         ax = plot_predicted_vs_measured(df, summary)
@@ -273,7 +274,9 @@ def cmd_collapse(args) -> int:
     except SearchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 30):
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).T.to_string())
     print(f"written to {out / 'comparison.csv'}")
     return 0

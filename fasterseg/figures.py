@@ -36,6 +36,8 @@ def data_figures(out: Path) -> list[Path]:
 def arch_figures(out: Path) -> list[Path]:
     """Path diagrams and supernet grids of the published teacher and student, their cost breakdown,
     and the margins of the student's derivation decisions."""
+    import torch
+
     from . import archs
     from .arch import decision_margins, derive
     from .counting import count
@@ -51,7 +53,7 @@ def arch_figures(out: Path) -> list[Path]:
         p.write_bytes(arch_graph(arch, f"{name} (published; derived with the original procedure)").pipe(format="png"))
         paths.append(p)
         params = archs.load_params(name)
-        probs = {k: __import__("torch").softmax(v, -1).numpy() for k, v in params["logits"].items()}
+        probs = {k: torch.softmax(v, -1).numpy() for k, v in params["logits"].items()}
         p = out / f"supernet_{name}.png"
         p.write_bytes(supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters").pipe(format="png"))
         paths.append(p)

@@ -161,9 +161,13 @@ class Searcher:
         sc = cfg.search
         if sc.threads:
             torch.set_num_threads(sc.threads)
-        if self.out.exists() and any(self.out.iterdir()) and not resume:
+        if self.out.exists() and not resume:
             if (self.out / "checkpoints").exists():
                 raise SearchError(f"{self.out} already holds a run; use --resume to continue it or another --out")
+            import shutil
+
+            for sub in ("history", "archs"):  # records of a run that died before its first checkpoint
+                shutil.rmtree(self.out / sub, ignore_errors=True)
         self.out.mkdir(parents=True, exist_ok=True)
         cfg.save(self.out / "config.json")
         torch.manual_seed(sc.seed)
@@ -440,11 +444,8 @@ class Searcher:
         self.lam = list(state["lam"])
         torch.set_rng_state(state["torch_rng"])
         self.net.generator.set_state(state["generator"])
-        for t in (self.steps_log, self.arch_log):
+        for t in (self.steps_log, self.arch_log, self.epoch_log, self.lam_log):
             t.truncate_after(self.pos.step)
-        ep = pd.read_csv(self.epoch_log.path)
-        if len(ep):
-            ep[ep["step"] <= self.pos.step].to_csv(self.epoch_log.path, index=False)
         print(f"resumed from {p.name}: {self.pos.phase} epoch {self.pos.epoch + 1}, step {self.pos.step}", flush=True)
 
 

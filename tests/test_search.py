@@ -136,3 +136,12 @@ def test_too_small_split_is_refused(tmp_path):
 def test_compare_runs(full_run):
     t = compare_runs({"a": full_run, "b": full_run})
     assert list(t.index) == [0, 1] and "a:skip_share" in t and "b:latency_ms" in t
+
+
+def test_records_of_a_run_without_checkpoint_are_replaced(data_root, tmp_path):
+    out = tmp_path / "died"
+    (out / "history").mkdir(parents=True)
+    (out / "history" / "steps.csv").write_text("step,phase\n1,pretrain\n2,pretrain\n")
+    run_search(tiny_cfg(data_root, **{"search.search_epochs": 1}), out, progress=False, max_steps=2)
+    steps = pd.read_csv(out / "history" / "steps.csv")
+    assert list(steps["step"]) == [1, 2] and "loss_weight" in steps

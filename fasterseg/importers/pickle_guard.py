@@ -5,6 +5,7 @@ strings) may be constructed; anything else raises `pickle.UnpicklingError`.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from pathlib import Path
@@ -18,7 +19,7 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): __import__("codecs").encode,
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
