@@ -109,6 +109,15 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
               "input": [1, 3, 512, 1024], "interpolation": "bilinear", "batch": 1,
               "includes": "network forward only (no pre/post-processing)"})
     res["student_inference"] = r
+    from .latency.backends import OnnxRuntimeBackend, export_onnx
+
+    ort = OnnxRuntimeBackend(threads=threads)
+    sess = ort.session(export_onnx(student, tuple(xi.shape)))
+    xn = xi.numpy()
+    o = interleaved(lambda: sess.run(None, {"x": xn}), rounds)
+    o.update({"fps": 1e3 / o["median_ms"], "achieved_gmacs_per_s": gmacs / o["median_ms"] * 1e3,
+              "runtime": ort.describe()["versions"], "graph_optimization": "ORT_ENABLE_ALL (folds BN into convs)"})
+    res["student_inference_onnxruntime"] = o
     return res
 
 

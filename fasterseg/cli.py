@@ -159,6 +159,10 @@ def cmd_bench_supernet(args) -> int:
     print(f"published student at 1x3x512x1024 (bilinear, batch 1, forward only): {i['median_ms']:.0f} ms median "
           f"({i['fps']:.1f} FPS), {i['GMACs']:.2f} GMACs -> {i['achieved_gmacs_per_s']:.0f} GMAC/s; "
           f"reference conv {i['reference_gmacs_per_s']:.0f} GMAC/s; ratio {i['ratio_to_reference']:.2f}")
+    o = res["student_inference_onnxruntime"]
+    print(f"  same on ONNX Runtime (CPU provider, {env['threads']} thread(s)): {o['median_ms']:.0f} ms ({o['fps']:.1f} FPS), "
+          f"{o['achieved_gmacs_per_s']:.0f} GMAC/s; ratio {o['ratio_to_reference']:.2f}; "
+          f"{i['median_ms'] / o['median_ms']:.2f}x faster than eager PyTorch")
     print(write(res, resolve(args.out)))
     return 0
 
