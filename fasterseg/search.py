@@ -361,10 +361,11 @@ class Searcher:
                     t = time.perf_counter()
                     row = {"step": self.pos.step + 1, "phase": phase, "epoch": epoch,
                            "lr": self.weight_opt.param_groups[0]["lr"]}
+                    data_epoch = epoch if phase == "pretrain" else sc.pretrain_epochs + epoch  # fresh crops per phase
                     if phase == "search":
-                        xa, ya = batch_at(self.train, self.a_idx, bs, epoch, es, sc.seed, 2)
+                        xa, ya = batch_at(self.train, self.a_idx, bs, data_epoch, es, sc.seed, 2)
                         row.update(self.arch_step(xa, downsample_labels(ya)))
-                    xw, yw = batch_at(self.train, self.w_idx, bs, epoch, es, sc.seed, 1)
+                    xw, yw = batch_at(self.train, self.w_idx, bs, data_epoch, es, sc.seed, 1)
                     row["loss_weight"] = self.weight_step(xw, downsample_labels(yw), pretrain=phase == "pretrain")
                     self.pos.epoch_step, self.pos.step = es + 1, self.pos.step + 1
                     row["seconds"] = time.perf_counter() - t
