@@ -1,7 +1,7 @@
 """`fasterseg <command>` (also `python -m fasterseg`): the kit's command line.
 
-Every command that runs something takes ``--profile tiny|cpu|paper`` and ``section.field=value``
-overrides, and saves the resulting config next to its outputs.
+Every command that runs something takes --profile tiny|cpu|paper and section.field=value overrides,
+and saves the resulting config next to its outputs. Start with: fasterseg demo
 """
 from __future__ import annotations
 
