@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):  # stable ids (nbformat >= 4.5 requires them)
+        cell.setdefault("id", f"cell-{i:02d}")
     os.environ["FASTERSEG_PROFILE"] = "tiny"
     t = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
