@@ -248,15 +248,18 @@ class Searcher:
             self.arch_opts[i].zero_grad(set_to_none=True)
             out = self.net(x, arch=i, widths="sampled")
             loss = sum(ohem_cross_entropy(v, y) for v in out.values())
-            pen, d = LatencyPenalty(self.expected[i], self.lam[i], self.cfg.latency.penalty,
-                                    tuple(self.cfg.latency.rates))(a)
             if self.lam[i] > 0:
+                pen, d = LatencyPenalty(self.expected[i], self.lam[i], self.cfg.latency.penalty,
+                                        tuple(self.cfg.latency.rates))(a)
                 loss = loss + pen
+            else:  # no penalty (the teacher): only log the expected latency, without a graph
+                with torch.no_grad():
+                    d = {"latency_full_ms": float(self.expected[i](a))}
             self._check(loss, f"architecture ({a.name})")
             loss.backward()
             self.arch_opts[i].step()
             details.update({f"loss_arch_{a.name}": float(loss.detach()), f"lam_{a.name}": self.lam[i],
-                            f"latency_weighted_ms_{a.name}": d["latency_weighted_ms"],
+                            f"latency_weighted_ms_{a.name}": d.get("latency_weighted_ms"),
                             f"latency_full_ms_{a.name}": d["latency_full_ms"]})
         return details
 

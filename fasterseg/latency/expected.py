@@ -142,17 +142,18 @@ class ExpectedLatency:
             return [((l - 1, s - 1), b[0]), ((l - 1, s), b[1])]
 
         nodes = [(l, s) for l in range(L) for s in range(min(l, 2) + 1)]
+        inputs = {n: preds(*n) for n in nodes[1:]}  # beta softmaxes, once per call
         Fw, Sq = {(0, 0): 1.0}, {(0, 0): 1.0}
-        for (l, s) in nodes[1:]:
-            Fw[(l, s)] = sum(Fw[p] * w for p, w in preds(l, s))
-            Sq[(l, s)] = sum(Sq[p] * w * w for p, w in preds(l, s))
+        for n in nodes[1:]:
+            Fw[n] = sum(Fw[p] * w for p, w in inputs[n])
+            Sq[n] = sum(Sq[p] * w * w for p, w in inputs[n])
         q = {}
         for e in self.ends:
             qe = {n: 0.0 for n in nodes}
             qe[(L - 1, {8: 0, 16: 1, 32: 2}[e])] = 1.0
-            for (l, s) in reversed(nodes[1:]):
-                for p, w in preds(l, s):
-                    qe[p] = qe[p] + qe[(l, s)] * w
+            for n in reversed(nodes[1:]):
+                for p, w in inputs[n]:
+                    qe[p] = qe[p] + qe[n] * w
             q[e] = qe
 
         def w_in(l, s):
@@ -166,7 +167,7 @@ class ExpectedLatency:
 
         total = torch.tensor(self.stem_ms, dtype=torch.float64) + self.tail
         for (l, s) in nodes[1:]:  # edges into (l, s)
-            for (pl, ps), w in preds(l, s):
+            for (pl, ps), w in inputs[(l, s)]:
                 T = self.same[(pl, ps)] if ps == s else self.down[(pl, ps)]
                 used = [Fw[(pl, ps)] * w * q[e][(l, s)] for e in self.ends]
                 u = sum(used)

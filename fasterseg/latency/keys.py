@@ -12,7 +12,7 @@ metadata); the published 1080Ti table does not, so predictions from it leave glu
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -99,13 +99,14 @@ def stem_keys(fch_channels: tuple[int, int, int], height: int, width: int) -> li
             LatencyKey("conv_2x", height // 4, width // 4, c2, c3, 2)]
 
 
-def head_keys(space: SearchSpace, head_width: float, ends: Sequence[int], ch16: int, ch8: dict[int, int],
-              num_classes: int, height: int, width: int, glue: bool = True) -> list[LatencyKey]:
+def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Sequence[int], ch16: int,
+              ch8: dict[int, int], num_classes: int, height: int, width: int, glue: bool = True) -> list[LatencyKey]:
     """Refinement, fusion and head of a network whose branches end at `ends` (with glue blocks).
 
+    `channels(scale, width)`: the channel rule (`SearchSpace.channels` or `Architecture.channels`);
     `ch16`: channels of the 1/32 branch's last 1/16 features; `ch8`: per branch end, channels of its
     last 1/8 features (what the refinement concatenates)."""
-    c8, c16, c32 = (space.channels(s, head_width) for s in SCALES)
+    c8, c16, c32 = (channels(s, head_width) for s in SCALES)
     (h8, w8), (h16, w16), (h32, w32) = (_res(height, width, s) for s in SCALES)
     keys = []
     for e in ends:
@@ -149,7 +150,7 @@ def space_keys(space: SearchSpace, stem_head_widths: Sequence[tuple[float, float
         for ch16 in space.width_options(16):
             for ch8 in ch8_options:
                 for ends in ((32, 16), (32, 8)):
-                    keys.update(head_keys(space, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes,
+                    keys.update(head_keys(space.channels, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes,
                                           height, width, glue))
     return sorted(keys)
 
@@ -185,8 +186,8 @@ def network_blocks(arch: Architecture, height: int, width: int, glue: bool = Tru
         ch8[b.ends_at] = finer[8]
         if b.ends_at == 32:
             ch16 = finer[16]
-    space = SearchSpace(max(arch.layers or 4, 4), arch.fch, tuple(arch.width_ratios))
-    hk = head_keys(space, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height, width, glue)
+    hk = head_keys(arch.channels, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height, width,
+                   glue)
     part = {"fusion": "fusion", "head": "head", "upcat": "glue", "upsample": "glue"}
     blocks += [Block(k, part.get(k.op, "refine")) for k in hk]
     return blocks
