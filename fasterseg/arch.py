@@ -9,7 +9,7 @@ head width); plus F, the stem/head widths and the number of classes. Example (ab
      "branches": [{"ends_at": 32, "ops": ["conv_2x", ...], "path": [8, 8, ..., 32],
                    "widths": [0.3333, ..., 0.6667]}, {"ends_at": 16, ...}]}
 
-Derivation (DESIGN.md): per branch, beta chooses the down-sampling positions, gamma the widths, alpha
+Derivation (docs/method.md): per branch, beta chooses the down-sampling positions, gamma the widths, alpha
 the operators; skips that do not go down are removed within limits. `derive()` is the corrected
 version of the original's procedure; `fasterseg.importers.original` replays the original's quirks.
 """
@@ -28,10 +28,9 @@ import torch.nn.functional as F
 
 from .config import WIDTH_RATIOS
 from .ops import PRIMITIVES
-from .space import SCALES, SearchSpace
+from .space import SCALE_INDEX, SCALES, SearchSpace
 
 FORMAT, VERSION = "fasterseg-arch", 1
-SCALE_INDEX = {8: 0, 16: 1, 32: 2}
 
 
 class ArchitectureError(ValueError):
@@ -93,7 +92,9 @@ class Architecture:
         if not isinstance(d, dict):
             raise ArchitectureError("an architecture document must be a JSON object")
         if d.get("format") != FORMAT:
-            raise ArchitectureError(f"not a FasterSeg architecture: 'format' is {d.get('format')!r}, expected {FORMAT!r}")
+            raise ArchitectureError(
+                f"not a FasterSeg architecture: 'format' is {d.get('format')!r}, expected {FORMAT!r}"
+            )
         if d.get("version") != VERSION:
             raise ArchitectureError(f"unsupported version {d.get('version')!r} (this kit reads version {VERSION})")
         required = ("name", "fch", "num_classes", "stem_width", "head_width", "branches")
@@ -104,16 +105,36 @@ class Architecture:
         unknown = set(d) - known
         if unknown:
             raise ArchitectureError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if not isinstance(d["branches"], list):
+            raise ArchitectureError(f"'branches' must be a list of branches, got {d['branches']!r}")
         branches = []
         for k, b in enumerate(d["branches"]):
             if not isinstance(b, dict) or set(b) != {"ends_at", "ops", "path", "widths"}:
                 raise ArchitectureError(f"branch {k} must have exactly the keys ends_at, ops, path, widths")
-            branches.append(Branch(int(b["ends_at"]), list(b["ops"]), [int(s) for s in b["path"]],
-                                   [float(w) for w in b["widths"]]))
-        arch = cls(name=str(d["name"]), fch=int(d["fch"]), num_classes=int(d["num_classes"]),
-                   stem_width=float(d["stem_width"]), head_width=float(d["head_width"]), branches=branches,
-                   layers=d.get("layers"), width_ratios=tuple(d.get("width_ratios", WIDTH_RATIOS)),
-                   source=d.get("source", {}), decisions=d.get("decisions", []))
+            for key in ("ops", "path", "widths"):
+                if not isinstance(b[key], list):
+                    raise ArchitectureError(f"branch {k}: '{key}' must be a list, got {b[key]!r}")
+            branches.append(
+                Branch(
+                    _number(b["ends_at"], int, f"branch {k} ends_at"),
+                    [str(o) for o in b["ops"]],
+                    [_number(s, int, f"branch {k} path") for s in b["path"]],
+                    [_number(w, float, f"branch {k} widths") for w in b["widths"]],
+                )
+            )
+        layers = d.get("layers")
+        arch = cls(
+            name=str(d["name"]),
+            fch=_number(d["fch"], int, "fch"),
+            num_classes=_number(d["num_classes"], int, "num_classes"),
+            stem_width=_number(d["stem_width"], float, "stem_width"),
+            head_width=_number(d["head_width"], float, "head_width"),
+            branches=branches,
+            layers=None if layers is None else _number(layers, int, "layers"),
+            width_ratios=tuple(_number(w, float, "width_ratios") for w in d.get("width_ratios", WIDTH_RATIOS)),
+            source=d.get("source", {}),
+            decisions=d.get("decisions", []),
+        )
         arch.validate()
         return arch
 
@@ -126,8 +147,18 @@ class Architecture:
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
+        """Read and validate an architecture file; `ArchitectureError` names the file and the problem."""
+        p = Path(path)
+        if p.is_dir():
+            raise ArchitectureError(f"{path} is a folder, not an architecture JSON file")
         try:
-            return cls.from_json(Path(path).read_text())
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ArchitectureError(f"no architecture file {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArchitectureError(f"cannot read {path}: {e}") from None
+        try:
+            return cls.from_json(text)
         except ArchitectureError as e:
             raise ArchitectureError(f"{path}: {e}") from None
 
@@ -157,10 +188,13 @@ class Architecture:
             if len(b.path) != n or len(b.widths) != n:
                 raise ArchitectureError(
                     f"{where}: wrong lengths: {n} ops, {len(b.path)} path entries, {len(b.widths)} widths "
-                    "(one of each per cell)")
+                    "(one of each per cell)"
+                )
             for i, op in enumerate(b.ops):
                 if op not in PRIMITIVES:
-                    raise ArchitectureError(f"{where}, cell {i}: unknown operator {op!r}; known: {', '.join(PRIMITIVES)}")
+                    raise ArchitectureError(
+                        f"{where}, cell {i}: unknown operator {op!r}; known: {', '.join(PRIMITIVES)}"
+                    )
             for i, s in enumerate(b.path):
                 if s not in SCALES:
                     raise ArchitectureError(f"{where}, cell {i}: scale {s} is not 8, 16 or 32")
@@ -178,7 +212,9 @@ class Architecture:
                 if not self._is_width(w):
                     raise ArchitectureError(f"{where}, cell {i}: width {w} is off the list {list(self.width_ratios)}")
             if abs(b.widths[-1] - self.head_width) > 1e-6:
-                raise ArchitectureError(f"{where}: the last cell's width {b.widths[-1]} must be the head width {self.head_width}")
+                raise ArchitectureError(
+                    f"{where}: the last cell's width {b.widths[-1]} must be the head width {self.head_width}"
+                )
 
     # -- conveniences ----------------------------------------------------------------------------
     def channels(self, scale: int, width: float) -> int:
@@ -193,10 +229,26 @@ class Architecture:
             c_in = self.channels(8, self.stem_width)
             for i, (op, s, w, o, dn) in enumerate(zip(b.ops, b.path, b.widths, b.out_scales(), b.downs())):
                 c_out = self.channels(o, w)
-                rows.append({"branch": f"1/{b.ends_at}", "cell": i, "scale": f"1/{s}", "operator": op,
-                             "width": round(w, 4), "channels": f"{c_in}->{c_out}", "down": dn})
+                rows.append(
+                    {
+                        "branch": f"1/{b.ends_at}",
+                        "cell": i,
+                        "scale": f"1/{s}",
+                        "operator": op,
+                        "width": round(w, 4),
+                        "channels": f"{c_in}->{c_out}",
+                        "down": dn,
+                    }
+                )
                 c_in = c_out
         return pd.DataFrame(rows)
+
+
+def _number(v, kind: type, what: str):
+    """`v` as int or float, or `ArchitectureError` naming the field (null and strings are refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and float(v) != int(v)):
+        raise ArchitectureError(f"'{what}' must be {'an integer' if kind is int else 'a number'}, got {json.dumps(v)}")
+    return kind(v)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -241,8 +293,9 @@ def _margin(p: torch.Tensor) -> tuple[int, int, float, float]:
     return best, second, float(top.values[0]), float(top.values[-1])
 
 
-def branch_path(betas: Sequence[torch.Tensor], last: int, layers: int, rules: DeriveRules = DeriveRules(),
-                index_shift_16: int = 1) -> tuple[list[int], list[dict]]:
+def branch_path(
+    betas: Sequence[torch.Tensor], last: int, layers: int, rules: DeriveRules = DeriveRules(), index_shift_16: int = 1
+) -> tuple[list[int], list[dict]]:
     """Scale index per layer (0/1/2) for a branch ending at `last`, and the decision report.
 
     `betas`: softmax probabilities [None, beta_1, beta_2]; beta_s row k is node (k + s + 1, s), column 0
@@ -259,9 +312,16 @@ def branch_path(betas: Sequence[torch.Tensor], last: int, layers: int, rules: De
         d = cands[k] - 1 + index_shift_16
         downs[d] = 1
         order = torch.sort(scores, descending=True)
-        report.append({"kind": "down", "what": "1/8->1/16", "choice": d,
-                       "runner_up": cands[int(order.indices[1])] if len(cands) > 1 else d,
-                       "p_best": float(order.values[0]), "p_second": float(order.values[min(1, len(cands) - 1)])})
+        report.append(
+            {
+                "kind": "down",
+                "what": "1/8->1/16",
+                "choice": d,
+                "runner_up": cands[int(order.indices[1])] if len(cands) > 1 else d,
+                "p_best": float(order.values[0]),
+                "p_second": float(order.values[min(1, len(cands) - 1)]),
+            }
+        )
     elif last == 2:
         best, second = (-1.0, None), (-1.0, None)
         for d2 in rng:
@@ -274,20 +334,30 @@ def branch_path(betas: Sequence[torch.Tensor], last: int, layers: int, rules: De
                 elif p > second[0]:
                     second = (p, (d1, d2))
         if best[1] is None:
-            raise ValueError(f"no valid pair of down-samplings in {layers} layers under {rules}; "
-                             "use more layers or relax DeriveRules")
+            raise ValueError(
+                f"no valid pair of down-samplings in {layers} layers under {rules}; "
+                "use more layers or relax DeriveRules"
+            )
         downs[best[1][0]] = downs[best[1][1]] = 1
-        report.append({"kind": "down", "what": "1/8->1/16->1/32", "choice": list(best[1]),
-                       "runner_up": list(second[1]) if second[1] else list(best[1]),
-                       "p_best": best[0], "p_second": max(second[0], 0.0)})
+        report.append(
+            {
+                "kind": "down",
+                "what": "1/8->1/16->1/32",
+                "choice": list(best[1]),
+                "runner_up": list(second[1]) if second[1] else list(best[1]),
+                "p_best": best[0],
+                "p_second": max(second[0], 0.0),
+            }
+        )
     path = [0]
     for dn in downs[:-1]:
         path.append(path[-1] + dn)
     return path, report
 
 
-def path_widths(gammas: Sequence[torch.Tensor], path: list[int], width_ratios: Sequence[float],
-                space: SearchSpace) -> tuple[list[float], list[dict]]:
+def path_widths(
+    gammas: Sequence[torch.Tensor], path: list[int], width_ratios: Sequence[float], space: SearchSpace
+) -> tuple[list[float], list[dict]]:
     """Argmax width of each cell's output along the path (n - 1 widths for n cells) and margins."""
     widths, report = [], []
     for p in range(1, len(path)):
@@ -296,14 +366,27 @@ def path_widths(gammas: Sequence[torch.Tensor], path: list[int], width_ratios: S
         best, second, pb, ps = _margin(probs)
         widths.append(float(width_ratios[best]))
         if probs.numel() > 1:
-            report.append({"kind": "width", "position": p - 1, "choice": float(width_ratios[best]),
-                           "runner_up": float(width_ratios[second]), "p_best": pb, "p_second": ps})
+            report.append(
+                {
+                    "kind": "width",
+                    "position": p - 1,
+                    "choice": float(width_ratios[best]),
+                    "runner_up": float(width_ratios[second]),
+                    "p_best": pb,
+                    "p_second": ps,
+                }
+            )
     return widths, report
 
 
-def path_ops(alphas: list[torch.Tensor], path: list[int], widths: list[float], ignore_skip: bool = False,
-             prune_skips: bool = True) -> tuple[list[int], list[int], list[float], list[dict]]:
-    """Operators along a path, removing skips within limits (DESIGN.md "Derivation").
+def path_ops(
+    alphas: list[torch.Tensor],
+    path: list[int],
+    widths: list[float],
+    ignore_skip: bool = False,
+    prune_skips: bool = True,
+) -> tuple[list[int], list[int], list[float], list[dict]]:
+    """Operators along a path, removing skips within limits (docs/method.md, "Derivation").
 
     `alphas` are logits [alpha_0, alpha_1, alpha_2]; they are edited in place where a skip is ruled
     out (the caller passes copies unless it wants the original's shared edits). Returns
@@ -315,15 +398,21 @@ def path_ops(alphas: list[torch.Tensor], path: list[int], widths: list[float], i
     if ignore_skip:
         for i in range(n):
             row(i)[0] = -float("inf")
-    skips = [(i, float(F.softmax(row(i), -1)[0])) for i in range(n)
-             if int(row(i).argmax()) == 0 and (i == n - 1 or path[i] == path[i + 1])]
+    skips = [
+        (i, float(F.softmax(row(i), -1)[0]))
+        for i in range(n)
+        if int(row(i).argmax()) == 0 and (i == n - 1 or path[i] == path[i + 1])
+    ]
     pos_skips = [i for i, _ in skips]
     pos_downs = [i for i in range(n - 1) if path[i] < path[i + 1]]
     if pos_downs:  # no stretch between two downs (or after the last) may be all skips
         pos_downs.append(n)
         for a, b in zip(pos_downs[:-1], pos_downs[1:]):
-            if a + 1 in pos_skips and b - 1 in pos_skips and \
-                    pos_skips.index(b - 1) - pos_skips.index(a + 1) == (b - 1) - (a + 1):
+            if (
+                a + 1 in pos_skips
+                and b - 1 in pos_skips
+                and pos_skips.index(b - 1) - pos_skips.index(a + 1) == (b - 1) - (a + 1)
+            ):
                 worst = (1.0, -1)
                 for j in range(a + 1, b):
                     score = float(F.softmax(row(j), -1)[0])
@@ -348,8 +437,16 @@ def path_ops(alphas: list[torch.Tensor], path: list[int], widths: list[float], i
             op = int(row(i).argmax())
         probs = F.softmax(row(i), -1)
         best, second, pb, ps = _margin(probs)
-        report.append({"kind": "op", "position": len(ops), "choice": PRIMITIVES[op],
-                       "runner_up": PRIMITIVES[second if second != op else best], "p_best": pb, "p_second": ps})
+        report.append(
+            {
+                "kind": "op",
+                "position": len(ops),
+                "choice": PRIMITIVES[op],
+                "runner_up": PRIMITIVES[second if second != op else best],
+                "p_best": pb,
+                "p_second": ps,
+            }
+        )
         path_c.append(path[i])
         if i < len(widths):
             widths_c.append(widths[i])
@@ -365,8 +462,15 @@ def _as_logits(params) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).detach().clone().float() for k, v in params.items()}
 
 
-def derive_branch(logits: dict[str, torch.Tensor], space: SearchSpace, last: int, width_ratios: Sequence[float],
-                  head_width: float, ignore_skip: bool = False, rules: DeriveRules = DeriveRules()) -> tuple[Branch, list[dict]]:
+def derive_branch(
+    logits: dict[str, torch.Tensor],
+    space: SearchSpace,
+    last: int,
+    width_ratios: Sequence[float],
+    head_width: float,
+    ignore_skip: bool = False,
+    rules: DeriveRules = DeriveRules(),
+) -> tuple[Branch, list[dict]]:
     """Derive one branch (ending at scale index `last`) from logits, without editing them."""
     alphas = [logits[f"alpha_{s}"].clone() for s in range(3)]
     betas = [None, F.softmax(logits["beta_1"], -1), F.softmax(logits["beta_2"], -1)]
@@ -374,16 +478,24 @@ def derive_branch(logits: dict[str, torch.Tensor], space: SearchSpace, last: int
     path, rep = branch_path(betas, last, space.layers, rules)
     widths, rep_w = path_widths(gammas, path, width_ratios, space)
     ops, path_c, widths_c, rep_o = path_ops(alphas, path, widths, ignore_skip=ignore_skip)
-    branch = Branch(SCALES[last], [PRIMITIVES[o] for o in ops], [SCALES[s] for s in path_c],
-                    widths_c + [head_width])
+    branch = Branch(SCALES[last], [PRIMITIVES[o] for o in ops], [SCALES[s] for s in path_c], widths_c + [head_width])
     report = [dict(r, branch=SCALES[last]) for r in rep + rep_w + rep_o]
     return branch, report
 
 
-def derive(params, space: SearchSpace, stem_width: float, head_width: float, num_classes: int,
-           ends: tuple[int, int] = (32, 16), name: str = "derived", ignore_skip: bool = False,
-           rules: DeriveRules = DeriveRules(), source: dict | None = None) -> Architecture:
-    """Discrete architecture from an `ArchParams` (or a dict of logits), with two branches `ends`
+def derive(
+    params,
+    space: SearchSpace,
+    stem_width: float,
+    head_width: float,
+    num_classes: int,
+    ends: tuple[int, int] = (32, 16),
+    name: str = "derived",
+    ignore_skip: bool = False,
+    rules: DeriveRules = DeriveRules(),
+    source: dict | None = None,
+) -> Architecture:
+    """Discrete architecture from an `ArchSet` (or a dict of logits), with two branches `ends`
     (scales, e.g. (32, 16); see `choose_ends`). The teacher derives with ``ignore_skip=True``."""
     logits = _as_logits(params)
     n_w = logits["gamma_0"].shape[-1]
@@ -393,10 +505,18 @@ def derive(params, space: SearchSpace, stem_width: float, head_width: float, num
         b, rep = derive_branch(logits, space, SCALE_INDEX[e], width_ratios, head_width, ignore_skip, rules)
         branches.append(b)
         decisions += rep
-    return Architecture(name=name, fch=space.fch, num_classes=num_classes, stem_width=stem_width,
-                        head_width=head_width, branches=branches, layers=space.layers,
-                        width_ratios=tuple(space.width_ratios), source=source or {"kind": "derived"},
-                        decisions=decisions)
+    return Architecture(
+        name=name,
+        fch=space.fch,
+        num_classes=num_classes,
+        stem_width=stem_width,
+        head_width=head_width,
+        branches=branches,
+        layers=space.layers,
+        width_ratios=tuple(space.width_ratios),
+        source=source or {"kind": "derived"},
+        decisions=decisions,
+    )
 
 
 def decision_margins(arch: Architecture):

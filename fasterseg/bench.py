@@ -62,9 +62,9 @@ def peak_rss_mb() -> float:
 
 def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
     """Supernet training step (forward + backward of the search-phase weight loss: both architecture
-    sets plus max/min passes) at the profile's search crop, and the published student's inference
-    at 1x3x512x1024 (eager and with BN folded, channels-last)."""
-    from . import archs
+    sets plus max/min passes) at the profile's search crop and batch, and the published student's
+    inference at 1x3x512x1024 in eager PyTorch and in ONNX Runtime (whose graph optimisation folds BN)."""
+    from . import published
     from .config import profile
     from .counting import totals
     from .losses import downsample_labels, supernet_weight_loss
@@ -77,8 +77,8 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
     cfg = profile(profile_name)
     space = SearchSpace.from_config(cfg.space)
     net = Supernet(space, cfg.data.num_classes, cfg.space.stem_head_widths)
-    h, w = cfg.data.crop_height // 2, cfg.data.crop_width // 2  # search crops: images down-sampled x2
-    b = cfg.data.batch_size
+    h, w = cfg.search.crop  # after the search's x2 down-sampling
+    b = cfg.search.batch_size
     x = torch.randn(b, 3, h, w)
     y = torch.randint(0, cfg.data.num_classes, (b, h, w))
     rss0 = peak_rss_mb()
@@ -95,7 +95,7 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
     res["supernet"]["peak_rss_increase_MB"] = peak_rss_mb() - rss0
     res["supernet"]["images_per_s"] = b / res["supernet"]["step"]["median_ms"] * 1e3
 
-    arch = archs.load("fasterseg_student")
+    arch = published.load("fasterseg_student")
     student = DerivedNet(arch, aux=False).eval()
     xi = torch.randn(1, 3, 512, 1024)
     _, gmacs = totals(student, (1, 3, 512, 1024))
@@ -128,32 +128,59 @@ def write(result: dict, path: str | Path) -> Path:
 
 
 def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
-    """Seconds per search step (architecture step + weight step, both sets, at the profile's crops and
-    batch) and images per second, interleaved with the reference convolution."""
-    import tempfile
-
+    """Seconds per search step (`Searcher.step`: architecture step + weight step, both sets, at the
+    profile's crops and batch, batch loading included) and images per second, interleaved with the
+    reference convolution."""
     from .config import apply_overrides, profile
-    from .losses import downsample_labels
-    from .search import Searcher, batch_at
+    from .data.batching import batch_at
+    from .data.prepare import prepare_data
+    from .data.transforms import TrainTransform
+    from .latency import load_for
+    from .search import Searcher, search_data
 
     torch.set_num_threads(threads)
-    cfg = apply_overrides(profile(profile_name), [f"search.threads={threads}"])
+    cfg = apply_overrides(profile(profile_name), [f"runtime.threads={threads}", "runtime.device=cpu"])
     sc = cfg.search
-    with tempfile.TemporaryDirectory() as tmp:
-        s = Searcher(cfg, tmp, progress=False)
-        s.train.transform = s._transform("search")
-        k = {"i": 0}
+    prepare_data(cfg.data, progress=False)
+    train, _, w_idx, a_idx = search_data(cfg)
+    train.transform = TrainTransform(*sc.crop, sc.scale_min, sc.scale_max, downsample=sc.downsample)
+    s = Searcher(cfg, load_for(cfg))
+    k = {"i": 0}
 
-        def step():
-            i = k["i"] = k["i"] + 1
-            xa, ya = batch_at(s.train, s.a_idx, sc.batch_size, 0, i, sc.seed, 2)
-            s.arch_step(xa, downsample_labels(ya))
-            xw, yw = batch_at(s.train, s.w_idx, sc.batch_size, 0, i, sc.seed, 1)
-            s.weight_step(xw, downsample_labels(yw), pretrain=False)
+    def step():
+        i = k["i"] = k["i"] + 1
+        s.step("search", batch_at(train, w_idx, sc.batch_size, 0, i, sc.seed, 1),
+               batch_at(train, a_idx, sc.batch_size, 0, i, sc.seed, 2))
 
-        r = interleaved(step, rounds, warmup=1)
+    r = interleaved(step, rounds, warmup=1)
     images = 2 * sc.batch_size  # an architecture batch and a weight batch per step
     r.update({"seconds_per_step": r["median_ms"] / 1e3, "images_per_s": images / r["median_ms"] * 1e3,
               "batch": sc.batch_size, "crop": list(sc.crop), "layers": cfg.space.layers, "fch": cfg.space.fch,
               "includes": "batch loading + arch step (both sets, penalty) + weight step (both sets + max/min)"})
     return {"environment": environment(threads), "profile": profile_name, "search_step": r}
+
+
+def summary_lines(res: dict) -> list[str]:
+    """The human-readable lines of a benchmark result (`bench_supernet` or `bench_search`)."""
+    env = res["environment"]
+    head = f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]"
+    if "search_step" in res:
+        r = res["search_step"]
+        return [f"{head} profile {res['profile']}: L={r['layers']} F={r['fch']}, batch {r['batch']} at "
+                f"{r['crop'][0]}x{r['crop'][1]}",
+                f"search step {r['seconds_per_step']:.2f} s median [{r['min_ms'] / 1e3:.2f}-{r['max_ms'] / 1e3:.2f}], "
+                f"{r['images_per_s']:.1f} images/s, {r['ratio_to_reference']:.1f}x the reference conv "
+                f"({r['reference_gmacs_per_s']:.0f} GMAC/s)"]
+    s, i, o = res["supernet"], res["student_inference"], res["student_inference_onnxruntime"]
+    return [head,
+            f"supernet L={s['layers']} F={s['fch']} ({s['weights_M']:.1f} M weights), batch {s['batch']} at "
+            f"{s['crop'][0]}x{s['crop'][1]}: training step (weight loss, both arch sets + max/min, fwd+bwd) "
+            f"{s['step']['median_ms']:.0f} ms median [{s['step']['min_ms']:.0f}-{s['step']['max_ms']:.0f}], "
+            f"{s['images_per_s']:.1f} images/s, {s['step']['ratio_to_reference']:.1f}x the reference conv; "
+            f"peak RSS +{s['peak_rss_increase_MB']:.0f} MB",
+            f"published student at 1x3x512x1024 (bilinear, batch 1, forward only): {i['median_ms']:.0f} ms median "
+            f"({i['fps']:.1f} FPS), {i['GMACs']:.2f} GMACs -> {i['achieved_gmacs_per_s']:.0f} GMAC/s; "
+            f"reference conv {i['reference_gmacs_per_s']:.0f} GMAC/s; ratio {i['ratio_to_reference']:.2f}",
+            f"  same on ONNX Runtime (CPU provider, {env['threads']} thread(s)): {o['median_ms']:.0f} ms "
+            f"({o['fps']:.1f} FPS), {o['achieved_gmacs_per_s']:.0f} GMAC/s; ratio {o['ratio_to_reference']:.2f}; "
+            f"{i['median_ms'] / o['median_ms']:.2f}x faster than eager PyTorch"]

@@ -96,3 +96,16 @@ def operator_costs(c: int = 96, h: int = 128, w: int = 256) -> pd.DataFrame:
             rows.append({"operator": name, "stride": stride, "channels": f"{c}->{c_out}",
                          "params_k": params * 1e3, "GMACs": gmacs, "receptive_field_px": rf})
     return pd.DataFrame(rows).set_index(["operator", "stride"])
+
+
+def arch_report(arch, height: int = 1024, width: int = 2048, aux: bool = True) -> list[str]:
+    """Lines describing an `Architecture`: header, its cell table, and parameters and MACs per part at
+    1x3xHxW (with or without the auxiliary training heads)."""
+    from .network import DerivedNet
+
+    head = (f"{arch.name}: F={arch.fch}, {arch.num_classes} classes, stem width {arch.stem_width:.3f}, head width "
+            f"{arch.head_width:.3f}, branches ending at " + " + ".join(f"1/{b.ends_at}" for b in arch.branches))
+    df = count(DerivedNet(arch, aux=aux), (1, 3, height, width))
+    return [head, arch.table().to_string(index=False),
+            f"\nparameters and multiply-accumulates at 1x3x{height}x{width} ({'with' if aux else 'without'} auxiliary "
+            "heads; MACs of convolutions):", df[["params_M", "GMACs"]].round(3).to_string()]

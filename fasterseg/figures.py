@@ -17,9 +17,11 @@ def data_figures(out: Path) -> list[Path]:
     """Synthetic samples with colour labels, and class pixel frequencies (tiny profile set)."""
     from .data.cityscapes import build_dataset
     from .data.check import check_tree
+    from .data.prepare import prepare_data
     from .viz.data_plots import plot_class_frequencies, plot_samples
 
     cfg = profile("tiny").data
+    prepare_data(cfg, progress=False)
     ds = build_dataset(cfg, "train")
     samples = [ds.load(i) for i in range(4)]
     fig = plot_samples(samples, titles=[s.name for s in ds.samples[:4]])
@@ -38,7 +40,7 @@ def arch_figures(out: Path) -> list[Path]:
     and the margins of the student's derivation decisions."""
     import torch
 
-    from . import archs
+    from . import published
     from .arch import decision_margins, derive
     from .counting import count
     from .network import DerivedNet
@@ -48,21 +50,23 @@ def arch_figures(out: Path) -> list[Path]:
 
     paths, counts = [], {}
     for name in ("fasterseg_student", "fasterseg_teacher"):
-        arch = archs.load(name)
+        arch = published.load(name)
         p = out / f"arch_{name}.png"
         p.write_bytes(arch_graph(arch, f"{name} (published; derived with the original procedure)").pipe(format="png"))
         paths.append(p)
-        params = archs.load_params(name)
+        params = published.load_params(name)
         probs = {k: torch.softmax(v, -1).numpy() for k, v in params["logits"].items()}
         p = out / f"supernet_{name}.png"
-        p.write_bytes(supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters").pipe(format="png"))
+        p.write_bytes(
+            supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters").pipe(format="png")
+        )
         paths.append(p)
         counts[name] = count(DerivedNet(arch, aux=False), (1, 3, 1024, 2048))
     ax = plot_cost_breakdown(counts)
     ax.set_title("where the multiply-adds are (1x3x1024x2048, inference)", fontsize=9)
     paths.append(save_figure(ax.figure, out / "arch_cost_breakdown.png"))
     plt.close(ax.figure)
-    p = archs.load_params("fasterseg_student")
+    p = published.load_params("fasterseg_student")
     student = derive(p["logits"], SearchSpace(p["layers"], p["fch"]), 8 / 12, 8 / 12, 19)
     ax = plot_margins(decision_margins(student))
     ax.set_title("published student: how close each derivation decision was", fontsize=9)
@@ -78,11 +82,15 @@ def latency_figures(out: Path) -> list[Path]:
 
     import pandas as pd
 
-    from . import archs
+    from . import published
     from .latency import LatencyTable
     from .paths import resolve
-    from .viz.latency_plots import (plot_backend_scatter, plot_latency_breakdown, plot_op_heatmap,
-                                    plot_predicted_vs_measured)
+    from .viz.latency_plots import (
+        plot_backend_scatter,
+        plot_latency_breakdown,
+        plot_op_heatmap,
+        plot_predicted_vs_measured,
+    )
 
     paths = []
     cpu = LatencyTable.load(resolve("data/latency/cpu_torch_cpu1_256x512.csv"))
@@ -102,7 +110,7 @@ def latency_figures(out: Path) -> list[Path]:
         paths.append(save_figure(ax.figure, out / "latency_backends_cpu.png"))
         plt.close(ax.figure)
     gpu = LatencyTable.load(resolve("data/latency/gtx1080ti_tensorrt_1024x2048.csv"))
-    bds = {n: gpu.breakdown(archs.load(n)) for n in ("fasterseg_student", "fasterseg_teacher")}
+    bds = {n: gpu.breakdown(published.load(n)) for n in ("fasterseg_student", "fasterseg_teacher")}
     ax = plot_latency_breakdown(bds, title="published 1080Ti TensorRT table at 1024x2048 (paper: student 163.9 FPS)")
     paths.append(save_figure(ax.figure, out / "latency_published_gtx1080ti.png"))
     plt.close(ax.figure)
@@ -112,14 +120,13 @@ def latency_figures(out: Path) -> list[Path]:
 def search_figures(out: Path) -> list[Path]:
     """From the committed reference collapse study (data/runs/collapse-cpu): alpha/beta/gamma evolution of
     the decoupled run, its latency and lambda, coarse vs decoupled side by side, and the final students."""
-    from .arch import Architecture
     from .paths import resolve
+    from .runs import final_arch, load_history
     from .viz.graphs import arch_graph
-    from .viz.search_plots import (load_run, plot_alpha_evolution, plot_beta_gamma_evolution, plot_collapse,
-                                   plot_latency_lambda)
+    from .viz.search_plots import plot_alpha_evolution, plot_beta_gamma_evolution, plot_collapse, plot_latency_lambda
 
     study = resolve("data/runs/collapse-cpu")
-    runs = {m: load_run(study / m) for m in ("coarse", "decoupled")}
+    runs = {m: load_history(study / m) for m in ("coarse", "decoupled")}
     paths = []
     axes = plot_alpha_evolution(runs["decoupled"]["arch"])
     axes[0, 0].figure.suptitle("student alpha during the cpu-profile search (decoupled penalty)", fontsize=9)
@@ -133,14 +140,13 @@ def search_figures(out: Path) -> list[Path]:
     paths.append(save_figure(ax.figure, out / "search_latency_lambda.png"))
     plt.close(ax.figure)
     axes = plot_collapse({m: r["epochs"] for m, r in runs.items()})
-    axes[0].figure.suptitle("architecture collapse: coarse vs decoupled latency penalty at equal lambda (cpu profile)",
-                            fontsize=9)
+    axes[0].figure.suptitle(
+        "architecture collapse: coarse vs decoupled latency penalty at equal lambda (cpu profile)", fontsize=9
+    )
     paths.append(save_figure(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
     plt.close(axes[0].figure)
-    for m, r in runs.items():
-        e = r["epochs"]
-        last = e[(e["arch"] == "student") & (e["phase"] == "search")].iloc[-1]
-        arch = Architecture.load(study / m / last["arch_file"])
+    for m in runs:
+        arch = final_arch(study / m, "student")
         p = out / f"collapse_student_{m}.png"
         p.write_bytes(arch_graph(arch, f"student after the {m}-penalty search").pipe(format="png"))
         paths.append(p)

@@ -49,10 +49,10 @@ def supernet_weight_loss(net: Supernet, x: torch.Tensor, y: torch.Tensor, pretra
     Returns the loss and its parts (floats) for logging.
     """
     passes = [("max", 0), ("min", 0), ("random", 0), ("random", 0)] if pretrain else \
-        [("sampled", i) for i in range(len(net.arch))] + [("max", 0), ("min", 0)]
+        [("sampled", i) for i in range(len(net.arch_sets))] + [("max", 0), ("min", 0)]
     total, parts = 0.0, {}
     for mode, i in passes:
-        out = net(x, arch=i, widths=mode)
+        out = net(x, arch_set=i, widths=mode)
         loss = sum(criterion(v, y) for v in out.values())
         key = f"{net.names[i]}_{mode}" if mode == "sampled" else mode
         parts[key] = parts.get(key, 0.0) + float(loss.detach())

@@ -1,7 +1,7 @@
 """The derived network: a plain `nn.Module` built from an `Architecture` (only the chosen operators,
 real channel counts), for training, export and latency measurement.
 
-Structure (DESIGN.md "Head"): stem -> two branches of cells (sharing their first cells where they
+Structure (docs/method.md, "Head"): stem -> two branches of cells (sharing their first cells where they
 agree) -> each branch refined back to 1/8 (1x1 conv, up x2, concat with the branch's own finer
 features, 3x3 conv) -> concat -> fusion 1x1 conv-BN-ReLU -> head (3x3 conv + 1x1 conv) at 1/8 ->
 bilinear x8. With ``aux=True`` it also returns the auxiliary predictions from the 1/16 and 1/32

@@ -10,21 +10,50 @@ from pathlib import Path
 @lru_cache(maxsize=None)
 def _root_from(start: str) -> Path:
     for d in (Path(start), *Path(start).parents):
-        if (d / "pyproject.toml").exists() and (d / "fasterseg").is_dir():
+        if _is_kit(d):
             return d
     return Path(start)
 
 
+def _is_kit(d: Path) -> bool:
+    return (d / "pyproject.toml").exists() and (d / "fasterseg").is_dir()
+
+
 def project_root() -> Path:
-    """``$FASTERSEG_HOME``, else the nearest folder above the cwd holding the kit, else the cwd."""
+    """Where relative paths point: ``$FASTERSEG_HOME``; else the nearest folder above the working directory
+    holding the kit; else the checkout this package was imported from; else the working directory."""
     env = os.environ.get("FASTERSEG_HOME")
-    return Path(env) if env else _root_from(os.getcwd())
+    if env:
+        return Path(env).expanduser()
+    here = _root_from(os.getcwd())
+    if _is_kit(here):
+        return here
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if _is_kit(checkout) else here
 
 
 def resolve(path: str | Path) -> Path:
     """Absolute paths as they are; relative ones against `project_root()`."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_root() / p
+
+
+def where_relative_paths_resolve() -> str:
+    """One phrase for error messages about a relative path."""
+    how = "$FASTERSEG_HOME" if os.environ.get("FASTERSEG_HOME") else "the project root"
+    return f"relative paths resolve against {how}, {project_root()}"
+
+
+def check_writable(folder: str | Path, option: str = "--out") -> None:
+    """Raise `OSError` with a one-line message when `folder` (or the nearest existing parent) cannot be
+    written; creates nothing."""
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise OSError(f"{option} {folder}: {p} is a file, not a folder; choose another {option}")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise OSError(f"{option} {folder}: {p} is not writable; choose another {option}")
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -22,6 +22,8 @@ from .config import WIDTH_RATIOS, SpaceConfig
 from .ops import PRIMITIVES
 
 SCALES = (8, 16, 32)
+#: scale (8, 16, 32) -> scale index s (0, 1, 2); the one map from scales to indices
+SCALE_INDEX = {scale: s for s, scale in enumerate(SCALES)}
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,13 @@ class SearchSpace:
 
     # -- nodes ------------------------------------------------------------------------------
     def nodes(self) -> list[tuple[int, int]]:
-        """All (layer, scale index) nodes, layer-major."""
-        return [(l, s) for l in range(self.layers) for s in range(3) if s <= l]
+        """All (layer, scale index) nodes, layer-major: the one enumeration of the grid."""
+        return [(l, s) for l in range(self.layers) for s in self.scales_at(l)]
+
+    @staticmethod
+    def scales_at(layer: int) -> range:
+        """Scale indices reachable at `layer`: 1/8 from layer 0, 1/16 from 1, 1/32 from 2."""
+        return range(min(layer, 2) + 1)
 
     def has_down(self, layer: int, s: int) -> bool:
         return s < 2 and layer < self.layers - 1

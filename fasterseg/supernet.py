@@ -1,8 +1,8 @@
 """The FasterSeg supernet: shared slimmable weights, any number of architecture-parameter sets.
 
-Each set (teacher, student, ...) has its own alpha/beta/gamma (`ArchParams`), stem and head
+Each architecture set (teacher, student, ...) has its own alpha/beta/gamma (`ArchSet`), stem and head
 (stem/head widths differ: teacher 1, student 8/12); the cells' weights are shared by all sets.
-`Supernet.forward(x, arch=i, widths=mode)` runs set i and returns the head's five candidate
+`Supernet.forward(x, arch_set=i, widths=mode)` runs set i and returns the head's five candidate
 predictions at 1/8 resolution: ``8``, ``16``, ``32``, ``8+32``, ``16+32``.
 
 Width modes: ``max``, ``min``, ``random`` (uniform per tensor), ``sampled`` (straight-through hard
@@ -12,8 +12,8 @@ output is multiplied by the sampled one-hot values of its input and output width
 carrying gamma's gradient).
 
 One deliberate difference from the original code: a node with two inputs takes the beta-weighted
-sum of its *inputs* and applies its operators once (DESIGN.md); the original applied the cell to
-each input and mixed the outputs, which doubles the cost (README, "differences").
+sum of its *inputs* and applies its operators once (docs/method.md); the original applied the cell to
+each input and mixed the outputs, which doubles the cost (docs/method.md).
 """
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ PREDICTIONS = ("8", "16", "32", "8+32", "16+32")
 WIDTH_MODES = ("max", "min", "random", "sampled", "argmax")
 
 
-class ArchParams(nn.Module):
-    """One architecture-parameter set: alpha (operators), beta (paths), gamma (widths), as logits.
+class ArchSet(nn.Module):
+    """One architecture set: alpha (operators), beta (paths), gamma (widths), as logits.
 
     Initialised to 1e-3 everywhere (uniform after softmax), as the original.
     """
 
-    def __init__(self, space: SearchSpace, search_widths: bool = True, name: str = "arch"):
+    def __init__(self, space: SearchSpace, search_widths: bool = True, name: str = "arch_set"):
         super().__init__()
         self.name = name
         self.search_widths = search_widths
@@ -75,7 +75,8 @@ class ArchParams(nn.Module):
 
 def gumbel_softmax_hard(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through hard Gumbel-softmax over the last dim: one-hot forward, softmax gradient."""
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    # drawn on the CPU generator (seeded, checkpointed) and moved: the same noise on every device
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
     g = -torch.log(-torch.log(u + 1e-20) + 1e-20)
     y = F.softmax(logits + g, -1)
     hard = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
@@ -150,7 +151,7 @@ class Supernet(nn.Module):
         super().__init__()
         n = len(stem_head_widths)
         search_widths = list(search_widths) if search_widths is not None else [i > 0 for i in range(n)]
-        default_names = ["teacher", "student"] + [f"arch{i}" for i in range(2, n)]
+        default_names = ["teacher", "student"] + [f"set{i}" for i in range(2, n)]
         names = list(names) if names is not None else default_names[:n]
         for sw, hw in stem_head_widths:
             for w in (sw, hw):
@@ -159,22 +160,22 @@ class Supernet(nn.Module):
         self.space = space
         self.num_classes = num_classes
         self.stem_head_widths = [tuple(map(float, x)) for x in stem_head_widths]
-        self.arch = nn.ModuleList(ArchParams(space, sw, nm) for sw, nm in zip(search_widths, names))
+        self.arch_sets = nn.ModuleList(ArchSet(space, sw, nm) for sw, nm in zip(search_widths, names))
         self.stems = nn.ModuleList(Stem(*space.stem_channels(sw)) for sw, _ in self.stem_head_widths)
         self.cells = nn.ModuleList(
-            nn.ModuleList(SupernetCell(space, s, space.has_down(l, s)) for s in range(min(l, 2) + 1))
+            nn.ModuleList(SupernetCell(space, s, space.has_down(l, s)) for s in space.scales_at(l))
             for l in range(space.layers))
         self.heads = nn.ModuleList(SupernetHead(space, hw, num_classes) for _, hw in self.stem_head_widths)
         self.generator: torch.Generator | None = None  # for Gumbel noise and random widths; None = global RNG
 
     @property
     def names(self) -> list[str]:
-        return [a.name for a in self.arch]
+        return [a.name for a in self.arch_sets]
 
     # -- parameter groups (two optimisers use them) --------------------------------------------
     def arch_parameters(self, i: int | None = None) -> list[nn.Parameter]:
         """Architecture parameters of set i (all sets when None)."""
-        sets = self.arch if i is None else [self.arch[i]]
+        sets = self.arch_sets if i is None else [self.arch_sets[i]]
         return [p for a in sets for p in a.parameters()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -187,7 +188,7 @@ class Supernet(nn.Module):
         """Channels and straight-through score of every searched tensor T(layer, s) of set i."""
         if mode not in WIDTH_MODES:
             raise ValueError(f"width mode {mode!r}; choose one of {WIDTH_MODES}")
-        sp, a = self.space, self.arch[i]
+        sp, a = self.space, self.arch_sets[i]
         ratios = sp.width_ratios
         out = {}
         for s in range(3):
@@ -215,7 +216,7 @@ class Supernet(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def features(self, x: torch.Tensor, i: int = 0, widths: str = "sampled") -> list[torch.Tensor]:
         """The last layer's outputs at 1/8, 1/16, 1/32 for set i."""
-        sp, a = self.space, self.arch[i]
+        sp, a = self.space, self.arch_sets[i]
         L = sp.layers
         head_w = self.stem_head_widths[i][1]
         w = self.sample_widths(i, widths)
@@ -224,7 +225,7 @@ class Supernet(nn.Module):
         prev_down: dict[int, torch.Tensor] = {}
         for l in range(L):
             same, down = {}, {}
-            for s in range(min(l, 2) + 1):
+            for s in sp.scales_at(l):
                 cell = self.cells[l][s]
                 if l == 0:
                     inp, in_score = stem, 1.0
@@ -249,11 +250,12 @@ class Supernet(nn.Module):
             prev_same, prev_down = same, down
         return [prev_same[0], prev_same[1], prev_same[2]]
 
-    def forward(self, x: torch.Tensor, arch: int = 0, widths: str = "sampled") -> dict[str, torch.Tensor]:
-        """Five candidate predictions (N, classes, H/8, W/8) of set `arch`. H, W: multiples of 32."""
+    def forward(self, x: torch.Tensor, arch_set: int = 0, widths: str = "sampled") -> dict[str, torch.Tensor]:
+        """Five candidate predictions (N, classes, H/8, W/8) of architecture set `arch_set`.
+        H, W: multiples of 32."""
         if x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(f"input {tuple(x.shape[-2:])}: H and W must be multiples of 32 (pad or resize)")
         if min(x.shape[-2:]) < 64:
             raise ValueError(f"input {tuple(x.shape[-2:])}: H and W must be at least 64 (zoomed operators halve "
                              "the 1/32 features once more); use larger crops")
-        return self.heads[arch](*self.features(x, arch, widths))
+        return self.heads[arch_set](*self.features(x, arch_set, widths))

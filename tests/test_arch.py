@@ -1,21 +1,20 @@
 import copy
-import json
 
 import pytest
 import torch
 
-from fasterseg import archs
+from fasterseg import published
 from fasterseg.arch import Architecture, ArchitectureError, choose_ends, derive
 from fasterseg.network import DerivedNet
 from fasterseg.space import SearchSpace
-from fasterseg.supernet import ArchParams
+from fasterseg.supernet import ArchSet
 
 SPACE = SearchSpace(layers=12, fch=4)
 
 
 def _random_params(seed):
     torch.manual_seed(seed)
-    a = ArchParams(SPACE, search_widths=True)
+    a = ArchSet(SPACE, search_widths=True)
     for p in a.parameters():
         p.data = torch.randn_like(p) * 2
     # make skips frequent, to exercise the removal rules
@@ -50,7 +49,7 @@ def test_derivation_invariants_on_random_parameters(seed):
 
 
 def test_down_positions_follow_beta():
-    params = ArchParams(SPACE)
+    params = ArchSet(SPACE)
     with torch.no_grad():
         for s in range(3):
             params.alpha(s)[:, 1] = 1.0  # plain convs everywhere: nothing removed
@@ -87,7 +86,7 @@ def test_json_round_trip(tmp_path):
 
 
 def _student_dict():
-    return archs.load("fasterseg_student").to_dict()
+    return published.load("fasterseg_student").to_dict()
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -116,11 +115,11 @@ def test_invalid_json_text():
         Architecture.from_json("{nope")
 
 
-@pytest.mark.parametrize("name", archs.names())
+@pytest.mark.parametrize("name", published.names())
 def test_every_published_architecture_builds_with_its_stored_counts(name):
     from fasterseg.counting import totals
 
-    arch = archs.load(name)
+    arch = published.load(name)
     counts = arch.source["counts"]
     net = DerivedNet(arch, aux=True)
     params_m = sum(p.numel() for p in net.parameters()) / 1e6

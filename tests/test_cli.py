@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ from fasterseg.cli import main
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "fasterseg", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("demo", "data", "figures", "config"):
+    for cmd in ("pipeline", "demo", "search", "data", "figures", "config"):
         assert cmd in out.stdout
 
 
@@ -24,13 +25,33 @@ def test_config_override_error_is_reported(capsys):
     assert "has no field" in capsys.readouterr().err
 
 
-def test_demo_end_to_end_small(tmp_path, capsys):
-    args = ["demo", "--profile", "tiny", "--out", str(tmp_path / "demo"), f"data.root={tmp_path / 'data'}",
+def test_pipeline_end_to_end_small(tmp_path, capsys):
+    args = ["pipeline", "--profile", "tiny", "--out", str(tmp_path / "p"), f"data.root={tmp_path / 'data'}",
             "data.num_train=12", "data.num_val=4", "search.pretrain_epochs=1", "search.search_epochs=1",
-            "search.steps_per_epoch=2", "search.batch_size=2", "search.pretrain_batch_size=2"]
+            "search.steps_per_epoch=2", "search.batch_size=2", "search.pretrain_batch_size=2", "train.epochs=1",
+            "train.steps_per_epoch=2", "train.batch_size=2", "train.crop=[64, 128]", "eval.overlays=1",
+            'eval.latency_backends=["torch"]']
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "[demo 4/4] derived student" in out and "predicted latency" in out
-    assert (tmp_path / "demo" / "figures" / "alpha_evolution.png").exists()
+    for stage in ("[4/9 derive]", "[5/9 teacher]", "[6/9 student]", "[7/9 evaluate]", "[8/9 export]", "[9/9 report]"):
+        assert stage in out
+    assert "predicted_ms" in out and "measured_ms_torch" in out and "majority_miou" in out
+    p = tmp_path / "p"
+    for f in ("report.md", "archs/student.json", "figures/training_curves.png", "figures/per_class_iou.png",
+              "figures/arch_student.png", "train-student/model_best.pt", "train-student/export/model.onnx"):
+        assert (p / f).exists(), f
+    assert json.loads((p / "train-student" / "model.json").read_text())["teacher"].endswith("train-teacher")
     assert main(args) == 0  # a finished run is reused, not repeated
-    assert "(done run found)" in capsys.readouterr().out
+    assert "(done: skipped)" in capsys.readouterr().out
+
+
+def test_resume_without_profile_uses_the_stored_config(tmp_path, capsys):
+    out = tmp_path / "s"
+    common = [f"data.root={tmp_path / 'data'}", "data.num_train=12", "data.num_val=4", "search.pretrain_epochs=1",
+              "search.search_epochs=1", "search.steps_per_epoch=2", "search.batch_size=2",
+              "search.pretrain_batch_size=2"]
+    assert main(["search", "--profile", "tiny", "--out", str(out), "--max-steps", "1", *common]) == 0
+    assert "stopped at the step cap" in capsys.readouterr().out
+    assert main(["search", "--resume", "--out", str(out)]) == 0
+    assert main(["search", "--resume", "--out", str(out)]) == 0
+    assert "already complete" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import need_reference
-from fasterseg import archs
+from fasterseg import published
 from fasterseg.arch import DeriveRules, derive
 from fasterseg.latency.backends import Backend, Timing
 from fasterseg.latency.build import build_table
@@ -14,7 +14,7 @@ from fasterseg.latency.keys import LatencyKey, space_keys
 from fasterseg.latency.table import Entry, LatencyTable, LatencyTableError, MissingEntriesError
 from fasterseg.ops import PRIMITIVES
 from fasterseg.space import SearchSpace
-from fasterseg.supernet import ArchParams
+from fasterseg.supernet import ArchSet
 
 SPACE = SearchSpace(layers=8, fch=4)
 SHW = ((1.0, 1.0), (8 / 12, 8 / 12))
@@ -86,7 +86,7 @@ def test_stride1_skip_is_free(table):
 
 def _onehot(seed, d1, d2):
     g = torch.Generator().manual_seed(seed)
-    a = ArchParams(SPACE, True)
+    a = ArchSet(SPACE, True)
     with torch.no_grad():
         for s in range(3):
             A, G = a.alpha(s), a.gamma(s)
@@ -124,7 +124,8 @@ def _hand_sum(table, a, d1, d2, ends, last, stem_w=8 / 12, head_w=8 / 12):
             cell = (l, s, nxt)
             prefix_shared = all(paths[ends[0]][i] == paths[ends[1]][i] for i in range(l + 2)) if l < 7 else False
             if not (prefix_shared and cell in seen):
-                total += table[LatencyKey(op_at(l, s), H // (8 * 2 ** s), W // (8 * 2 ** s), c_in, c_out, 1 + (nxt > s))]
+                key = LatencyKey(op_at(l, s), H // (8 * 2 ** s), W // (8 * 2 ** s), c_in, c_out, 1 + (nxt > s))
+                total += table[key]
             seen.add(cell)
             c_in = c_out
     c8, c16, c32 = ch(8, head_w), ch(16, head_w), ch(32, head_w)
@@ -137,7 +138,10 @@ def _hand_sum(table, a, d1, d2, ends, last, stem_w=8 / 12, head_w=8 / 12):
             total += table[LatencyKey("conv1x1", H // 16, W // 16, c16, c8)]
             total += table[LatencyKey("upcat", H // 16, W // 16, c8, c8 + last[(e, 0)], 2)]
             total += table[LatencyKey("conv3x3", H // 8, W // 8, c8 + last[(e, 0)], c8)]
-    total += table[LatencyKey("fusion", H // 8, W // 8, 2 * c8, 2 * c8)] + table[LatencyKey("head", H // 8, W // 8, 2 * c8, 19)]
+    total += (
+        table[LatencyKey("fusion", H // 8, W // 8, 2 * c8, 2 * c8)]
+        + table[LatencyKey("head", H // 8, W // 8, 2 * c8, 19)]
+    )
     total += table[LatencyKey("upsample", H // 8, W // 8, 19, 19, 8)]
     return total
 
@@ -160,12 +164,17 @@ def test_one_hot_expected_latency_equals_the_path_sum(table, seed, d1, d2, ends)
     assert table.predict(arch) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("kind, live", [("alpha", dict(alpha=True, beta=False, gamma=False)),
-                                        ("beta", dict(alpha=False, beta=True, gamma=False)),
-                                        ("gamma", dict(alpha=False, beta=False, gamma=True))])
+@pytest.mark.parametrize(
+    "kind, live",
+    [
+        ("alpha", dict(alpha=True, beta=False, gamma=False)),
+        ("beta", dict(alpha=False, beta=True, gamma=False)),
+        ("gamma", dict(alpha=False, beta=False, gamma=True)),
+    ],
+)
 def test_each_decoupled_term_reaches_only_its_own_parameters(table, kind, live):
     torch.manual_seed(0)
-    a = ArchParams(SPACE, True)
+    a = ArchSet(SPACE, True)
     with torch.no_grad():
         for p in a.parameters():
             p.copy_(torch.randn_like(p))
@@ -177,7 +186,7 @@ def test_each_decoupled_term_reaches_only_its_own_parameters(table, kind, live):
 
 
 def test_penalty_modes(table):
-    a = ArchParams(SPACE, True)
+    a = ArchSet(SPACE, True)
     E = ExpectedLatency(SPACE, table, 8 / 12, 8 / 12, 19)
     loss, d = LatencyPenalty(E, lam=0.5)(a)
     lat = 0.002 * d["latency_alpha_ms"] + 0.994 * d["latency_beta_ms"] + 0.004 * d["latency_gamma_ms"]
@@ -193,7 +202,7 @@ def test_penalty_modes(table):
 
 def test_narrower_widths_predict_less(table):
     mono = LatencyTable({k: Entry(k.c_in * k.c_out * k.h * k.w * 1e-7, 0.0, 1) for k in table.entries}, table.meta)
-    a = ArchParams(SPACE, True)
+    a = ArchSet(SPACE, True)
     E = ExpectedLatency(SPACE, mono, 8 / 12, 8 / 12, 19)
     with torch.no_grad():
         for s in range(3):
@@ -245,14 +254,16 @@ def test_published_table_imports_and_predicts_the_student():
 
     t = convert_latency_table(need_reference("latency_lookup_table.npy"))
     assert len(t) == 667 and t.resolution == (1024, 2048) and t.meta["backend"] == "tensorrt"
-    ms = t.predict(archs.load("fasterseg_student"))
+    ms = t.predict(published.load("fasterseg_student"))
     assert 5.0 < ms < 6.5 and math.isclose(1000 / ms, 175.4, rel_tol=0.01)
 
 
 def test_committed_published_table_matches_the_importer():
-    t = LatencyTable.load(__import__("fasterseg.paths", fromlist=["resolve"]).resolve(
-        "data/latency/gtx1080ti_tensorrt_1024x2048.csv"), expect={"resolution": [1024, 2048]})
-    assert t.predict(archs.load("fasterseg_student")) == pytest.approx(5.7018, abs=1e-3)
+    t = LatencyTable.load(
+        __import__("fasterseg.paths", fromlist=["resolve"]).resolve("data/latency/gtx1080ti_tensorrt_1024x2048.csv"),
+        expect={"resolution": [1024, 2048]},
+    )
+    assert t.predict(published.load("fasterseg_student")) == pytest.approx(5.7018, abs=1e-3)
 
 
 def test_unpickler_refuses_code(tmp_path):
@@ -281,6 +292,6 @@ def test_paper_profile_uses_the_published_table():
     t = load_for(cfg)
     assert not t.prices_glue and t.resolution == (1024, 2048)
     space = SearchSpace.from_config(cfg.space)
-    student = ArchParams(space, True)
+    student = ArchSet(space, True)
     ms = float(ExpectedLatency(space, t, 8 / 12, 8 / 12, 19)(student).detach())
     assert 4.0 < ms < 15.0  # a uniform student on the 1080Ti, in ms

@@ -46,7 +46,7 @@ def net():
 @pytest.mark.parametrize("hw", [(64, 64), (64, 128), (96, 160)])
 @pytest.mark.parametrize("mode", ["max", "min", "random", "sampled"])
 def test_supernet_shapes(net, hw, mode):
-    out = net(torch.randn(2, 3, *hw), arch=1, widths=mode)
+    out = net(torch.randn(2, 3, *hw), arch_set=1, widths=mode)
     assert tuple(out) == PREDICTIONS
     for v in out.values():
         assert v.shape == (2, 5, hw[0] // 8, hw[1] // 8)
@@ -62,9 +62,9 @@ def test_supernet_rejects_bad_input_sizes(net):
 @pytest.mark.parametrize("active", [0, 1])
 def test_gradients_reach_only_the_active_set(net, active):
     net.zero_grad(set_to_none=True)
-    out = net(torch.randn(2, 3, 64, 64), arch=active, widths="sampled")
+    out = net(torch.randn(2, 3, 64, 64), arch_set=active, widths="sampled")
     sum(v.square().mean() for v in out.values()).backward()
-    a = net.arch[active]
+    a = net.arch_sets[active]
     for kind, params in a.by_kind().items():
         if kind == "gamma" and not a.search_widths:
             continue  # the teacher's widths are fixed at max
@@ -79,14 +79,14 @@ def test_parameter_groups_partition_everything(net):
     weights = {id(p) for p in net.weight_parameters()}
     assert not arch & weights and arch | weights == {id(p) for p in net.parameters()}
     assert net.names == ["teacher", "student"]
-    shapes = {n: tuple(p.shape) for n, p in net.arch[1].named_parameters()}
+    shapes = {n: tuple(p.shape) for n, p in net.arch_sets[1].named_parameters()}
     assert shapes == {"alpha_0": (6, 5), "alpha_1": (5, 5), "alpha_2": (4, 5), "beta_1": (4, 2), "beta_2": (3, 2),
                       "gamma_0": (5, 5), "gamma_1": (5, 5), "gamma_2": (4, 5)}
-    assert tuple(net.arch[0].gamma(0).shape) == (5, 1)
+    assert tuple(net.arch_sets[0].gamma(0).shape) == (5, 1)
 
 
 def test_paper_scale_supernet_size():
-    """At F=12, L=16 the slimmable supernet holds about 250 M weights (DESIGN.md)."""
+    """At F=12, L=16 the slimmable supernet holds about 250 M weights (the paper)."""
     sp = SearchSpace(16, 12)
     from fasterseg.supernet import SupernetCell
 

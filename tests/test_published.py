@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import need_reference
-from fasterseg import archs
+from fasterseg import published
 from fasterseg.importers.original import derive_original, load_arch_file
 
 IDX = {"skip": 0, "conv": 1, "zoomed_conv": 2, "conv_2x": 3, "zoomed_conv_2x": 4}
@@ -11,10 +11,22 @@ SCALE = {8: 0, 16: 1, 32: 2}
 S = 1 / 3
 
 EXPECTED = {
-    1: {32: ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2], [3, 3, 4, 2, 4, 4, 4, 4, 4, 4], [S, S, S, 2 / 3, S, S, S, S, S]),
-        16: ([0, 0, 0, 0, 0, 0, 1, 1, 1], [3, 3, 4, 4, 3, 3, 4, 4, 4], [S, S, S, S, S, S, S, 1.0])},
-    0: {32: ([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2], [2, 4, 4, 4, 4, 4, 4, 2, 4, 4, 4, 4, 4, 4, 3, 3], [1.0] * 15),
-        16: ([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [2, 4, 4, 4, 4, 3, 4, 2, 4, 4, 4, 4, 4, 4, 4, 4], [1.0] * 15)},
+    1: {
+        32: ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2], [3, 3, 4, 2, 4, 4, 4, 4, 4, 4], [S, S, S, 2 / 3, S, S, S, S, S]),
+        16: ([0, 0, 0, 0, 0, 0, 1, 1, 1], [3, 3, 4, 4, 3, 3, 4, 4, 4], [S, S, S, S, S, S, S, 1.0]),
+    },
+    0: {
+        32: (
+            [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2],
+            [2, 4, 4, 4, 4, 4, 4, 2, 4, 4, 4, 4, 4, 4, 3, 3],
+            [1.0] * 15,
+        ),
+        16: (
+            [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            [2, 4, 4, 4, 4, 3, 4, 2, 4, 4, 4, 4, 4, 4, 4, 4],
+            [1.0] * 15,
+        ),
+    },
 }
 
 
@@ -36,6 +48,7 @@ def test_derivation_reproduces_the_published_networks(idx):
 @pytest.mark.parametrize("idx, name", [(0, "fasterseg_teacher"), (1, "fasterseg_student")])
 def test_committed_json_matches_the_importer(idx, name):
     arch = derive_original(load_arch_file(need_reference(f"arch_{idx}.pt")), idx)
-    shipped = archs.load(name)
-    assert [(b.ends_at, b.ops, b.path, b.widths) for b in arch.branches] == \
-        [(b.ends_at, b.ops, b.path, b.widths) for b in shipped.branches]
+    shipped = published.load(name)
+    assert [(b.ends_at, b.ops, b.path, b.widths) for b in arch.branches] == [
+        (b.ends_at, b.ops, b.path, b.widths) for b in shipped.branches
+    ]

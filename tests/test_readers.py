@@ -78,7 +78,9 @@ def _camvid_tree(root, n=3, h=24, w=32):
         (root / f"{split}annot").mkdir()
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / f"0001TP_{i:06d}.png")
-            Image.fromarray(rng.integers(0, 12, (h, w), dtype=np.uint8)).save(root / f"{split}annot" / f"0001TP_{i:06d}.png")
+            Image.fromarray(rng.integers(0, 12, (h, w), dtype=np.uint8)).save(
+                root / f"{split}annot" / f"0001TP_{i:06d}.png"
+            )
     return root
 
 

@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -6,12 +8,17 @@ import torch
 
 from fasterseg.arch import Architecture
 from fasterseg.config import apply_overrides, profile
-from fasterseg.search import SearchError, Searcher, compare_runs, run_search
+from fasterseg.data.batching import batch_at
+from fasterseg.data.prepare import prepare_data
+from fasterseg.latency import load_for
+from fasterseg.runs import RunError, final_arch, load_history, read_info
+from fasterseg.search import SearchError, Searcher, adapt_lambda, run_search, search_data
+from fasterseg.studies import compare_runs
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("search-data")
+    return tmp_path_factory.mktemp("search-data") / "synthetic"
 
 
 def tiny_cfg(root, **extra):
@@ -19,9 +26,14 @@ def tiny_cfg(root, **extra):
         f"data.root={root}", "data.num_train=12", "data.num_val=4",
         "search.pretrain_epochs=1", "search.search_epochs=2", "search.steps_per_epoch=3",
         "search.pretrain_batch_size=2", "search.batch_size=2", "search.pretrain_crop=[64, 64]",
-        "search.crop=[64, 64]", "search.checkpoint_every=2", "search.log_every=1", "search.threads=1",
+        "search.crop=[64, 64]", "search.checkpoint_every=2", "search.log_every=1", "runtime.threads=1",
     ] + [f"{k}={v}" for k, v in extra.items()])
     return cfg
+
+
+def searcher(cfg):
+    prepare_data(cfg.data, progress=False)
+    return Searcher(cfg, load_for(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -31,42 +43,52 @@ def full_run(data_root, tmp_path_factory):
     return out
 
 
-def _arch_state(out):
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    return {k: v for k, v in state["net"].items() if k.startswith("arch.")}, state
+def _last(out):
+    path = sorted((out / "checkpoints").glob("last-*.pt"))[-1]
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state["net"].items() if k.startswith("arch_sets.")}, state
 
 
 def test_run_directory(full_run):
-    assert json.loads((full_run / "config.json").read_text())["profile"] == "tiny"
-    epochs = pd.read_csv(full_run / "history" / "epochs.csv")
-    assert len(epochs) == 3 * 2 and set(epochs["arch"]) == {"teacher", "student"}
-    assert {"miou_8+32", "latency_ms", "skip_share", "zoomed_share", "first_down_32", "alpha_entropy"} <= set(epochs)
-    for f in epochs["arch_file"]:
+    cfg = json.loads((full_run / "config.json").read_text())
+    assert cfg["profile"] == "tiny" and set(cfg) == {"profile", "data", "space", "latency", "search", "runtime"}
+    assert read_info(full_run)["status"] == "done" and read_info(full_run)["kind"] == "search"
+    h = load_history(full_run)
+    epochs = h["epochs"]
+    assert len(epochs) == 3 * 2 and set(epochs["arch_set"]) == {"teacher", "student"}
+    search = epochs[epochs.phase == "search"]
+    assert {"miou_8+32", "latency_ms", "skip_share", "zoomed_share", "first_down_32", "undecided"} <= set(epochs)
+    for f in search["arch_file"]:
         Architecture.load(full_run / f)
-    steps = pd.read_csv(full_run / "history" / "steps.csv")
-    assert list(steps["step"]) == list(range(1, 10))
-    assert steps["lam_student"].dropna().gt(0).all() and steps["latency_full_ms_student"].dropna().gt(0).all()
-    arch = pd.read_csv(full_run / "history" / "arch.csv")
-    assert set(arch["kind"]) == {"alpha", "beta", "gamma"}
-    one = arch[(arch.step == arch.step.max()) & (arch.arch == "student") & (arch.kind == "alpha")]
+    # pretraining derives nothing: the architecture parameters are still uniform (defect 8)
+    assert epochs[epochs.phase == "pretrain"]["arch_file"].isna().all()
+    assert list(h["steps"]["step"]) == list(range(1, 10))
+    assert h["steps"]["lam_student"].dropna().gt(0).all() and h["steps"]["latency_full_ms_student"].dropna().gt(0).all()
+    arch = h["arch"]
+    one = arch[(arch.step == arch.step.max()) & (arch.arch_set == "student") & (arch.kind == "alpha")]
     assert one.groupby(["scale", "layer"])["prob"].sum().round(6).eq(1).all()
-    _, state = _arch_state(full_run)
+    _, state = _last(full_run)
     assert state["position"] == {"phase": "search", "epoch": 2, "epoch_step": 0, "step": 9}
+    assert final_arch(full_run, "student").name.startswith("student_search01")
 
 
-def test_resume_equals_uninterrupted(full_run, data_root, tmp_path):
+def test_resume_equals_uninterrupted(full_run, data_root, tmp_path, capsys):
     out = tmp_path / "resumed"
-    run_search(tiny_cfg(data_root), out, progress=False, max_steps=5)  # last checkpoint at step 4: step 5 is lost
-    _, state = _arch_state(out)
-    assert state["position"]["step"] == 4
+    run_search(tiny_cfg(data_root), out, progress=True, max_steps=5)
+    assert "stopped at the step cap (5 steps) at step 5 of 9" in capsys.readouterr().out  # defect 8: the cap is said
+    assert read_info(out)["status"] == "stopped"
+    run_search(tiny_cfg(data_root), out, resume=True, progress=False, max_steps=2)  # counts from here: 7
+    assert _last(out)[1]["position"]["step"] == 7
     run_search(tiny_cfg(data_root), out, resume=True, progress=False)
-    a, _ = _arch_state(full_run)
-    b, _ = _arch_state(out)
+    a, _ = _last(full_run)
+    b, _ = _last(out)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)  # tolerance: 1e-6 absolute on every logit
     steps = pd.read_csv(out / "history" / "steps.csv")
-    assert list(steps["step"]) == list(range(1, 10))  # the replayed step is logged once
+    assert list(steps["step"]) == list(range(1, 10))  # no step logged twice
     assert len(pd.read_csv(out / "history" / "epochs.csv")) == 6
+    run_search(tiny_cfg(data_root), out, resume=True, progress=True)
+    assert "already complete" in capsys.readouterr().out
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous(full_run, data_root, tmp_path, capsys):
@@ -74,45 +96,103 @@ def test_corrupt_checkpoint_falls_back_to_the_previous(full_run, data_root, tmp_
 
     out = tmp_path / "corrupt"
     shutil.copytree(full_run, out)
-    last = out / "checkpoints" / "last.pt"
-    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])  # truncated
-    s = Searcher(tiny_cfg(data_root), out, resume=True, progress=False)
-    assert "last.pt is unusable" in capsys.readouterr().out
-    assert s.pos.step < 9  # from prev.pt
-    (out / "checkpoints" / "prev.pt").write_bytes(b"garbage")
-    with pytest.raises(SearchError, match="no usable checkpoint"):
-        Searcher(tiny_cfg(data_root), out, resume=True, progress=False)
+    (out / "run.lock").unlink()
+    info = read_info(out)
+    info["status"] = "stopped"
+    (out / "run.json").write_text(json.dumps(info))
+    newest, older = sorted((out / "checkpoints").glob("last-*.pt"), reverse=True)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    run_search(tiny_cfg(data_root), out, resume=True, progress=True)
+    text = capsys.readouterr().out
+    assert f"{newest.name} is unusable" in text and f"resumed from {older.name}" in text
+    assert read_info(out)["status"] == "done"
+
+
+def test_crash_between_writes_keeps_a_usable_checkpoint(full_run, data_root, tmp_path, capsys):
+    """Defect 6: at every point of a checkpoint write (new file without checksum, temporary file left
+    behind, old generations deleted or not) the newest complete generation is used."""
+    import shutil
+
+    out = tmp_path / "crash"
+    shutil.copytree(full_run, out)
+    (out / "run.lock").unlink()
+    ck = out / "checkpoints"
+    newest = sorted(ck.glob("last-*.pt"))[-1]
+    # a new generation whose checksum was never written, and a half-written temporary file
+    (ck / "last-00000010.pt").write_bytes(newest.read_bytes())
+    (ck / ".last-00000011.pt.tmp").write_bytes(b"partial")
+    from fasterseg.runs import Checkpoints
+
+    state, path = Checkpoints(ck, "fasterseg-search-checkpoint").load("last", warn=print)
+    assert path == newest and state["position"]["step"] == 9
+    assert "last-00000010.pt is unusable" in capsys.readouterr().out
+
+
+def test_foreign_checkpoint_and_changed_config_are_refused(full_run, data_root, tmp_path):
+    """Defect 2: another run's checkpoint is not trusted; resuming with other settings names them."""
+    import shutil
+
+    with pytest.raises(RunError, match=r"search\.lr: 0\.02 -> 0\.5"):
+        run_search(tiny_cfg(data_root, **{"search.lr": 0.5}), full_run, resume=True, progress=False)
+    assert json.loads((full_run / "config.json").read_text())["search"]["lr"] == 0.02  # not rewritten
+    out = tmp_path / "other"
+    run_search(tiny_cfg(data_root), out, progress=False, max_steps=2)
+    for f in (out / "checkpoints").iterdir():
+        f.unlink()
+    for f in (full_run / "checkpoints").iterdir():  # checksums match: only the run id tells them apart
+        shutil.copy(f, out / "checkpoints" / f.name)
+    rows = len(pd.read_csv(out / "history" / "steps.csv"))
+    with pytest.raises(RunError, match="belongs to another run"):
+        run_search(tiny_cfg(data_root), out, resume=True, progress=False)
+    assert len(pd.read_csv(out / "history" / "steps.csv")) == rows  # nothing cut back
+
+
+def test_a_second_process_is_refused(full_run, data_root):
+    """Defect 3: the run folder is locked while a run holds it; the message names the holder."""
+    from fasterseg.runs import RunLock
+
+    lock = RunLock(full_run, "test holder")
+    try:
+        with pytest.raises(RunError, match=rf"in use by process {os.getpid()}"):
+            run_search(tiny_cfg(data_root), full_run, progress=False)
+    finally:
+        lock.release()
 
 
 def test_a_finished_run_is_not_overwritten(full_run, data_root):
-    with pytest.raises(SearchError, match="already holds a run"):
-        Searcher(tiny_cfg(data_root), full_run, progress=False)
+    with pytest.raises(RunError, match="already holds a search run"):
+        run_search(tiny_cfg(data_root), full_run, progress=False)
 
 
-def test_lambda_adapts_in_both_directions(data_root, tmp_path):
-    s = Searcher(tiny_cfg(data_root, **{"search.fps_min": "[0, 100]", "search.fps_max": "[0, 200]"}), tmp_path,
-                 progress=False)
-    s.lam = [0.0, 0.1]
-    s._adapt_lambda(1, 0, 250.0, 150.0)  # one candidate above the band: halve
-    assert s.lam[1] == pytest.approx(0.05)
-    s._adapt_lambda(1, 1, 150.0, 90.0)  # one below, none above: double
-    assert s.lam[1] == pytest.approx(0.1)
-    s._adapt_lambda(1, 2, 150.0, 120.0)  # inside the band: keep
-    assert s.lam[1] == pytest.approx(0.1)
-    log = pd.read_csv(tmp_path / "history" / "lambda.csv")
-    assert list(log["new"]) == [0.05, 0.1] and "above" in log["reason"][0] and "below" in log["reason"][1]
+def test_ctrl_c_stops_at_a_step_and_saves(data_root, tmp_path):
+    """Defect 7: Ctrl-C finishes the step, saves a checkpoint, says which, and resume continues."""
+    def interrupt(rows):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    from fasterseg.search import run_search as rs
+
+    with pytest.raises(SearchError, match=r"interrupted at step 3 of 9; saved last-00000003\.pt"):
+        rs(tiny_cfg(data_root), tmp_path / "int", progress=False, on_epoch=interrupt)
+    assert read_info(tmp_path / "int")["status"] == "stopped"
 
 
-def test_teacher_ignores_the_latency_penalty(data_root, tmp_path):
-    from fasterseg.losses import downsample_labels
-    from fasterseg.search import batch_at
+def test_adapt_lambda_is_pure():
+    assert adapt_lambda(0.1, [250.0, 150.0], 100, 200) == (0.05, "FPS above the band's max 200")
+    assert adapt_lambda(0.1, [150.0, 90.0], 100, 200) == (0.2, "FPS below the band's min 100")
+    assert adapt_lambda(0.1, [150.0, 120.0], 100, 200) == (0.1, None)
 
+
+def test_teacher_ignores_the_latency_penalty(data_root):
     results = []
-    for k, lam in enumerate(("[0, 0]", "[0, 1000]")):
-        s = Searcher(tiny_cfg(data_root, **{"search.lam": lam}), tmp_path / str(k), progress=False)
-        x, y = batch_at(s.train, s.a_idx, 2, 0, 0, 0, 2)
-        s.arch_step(x, downsample_labels(y))
-        results.append({n: p.detach().clone() for n, p in s.net.arch.named_parameters()})
+    for lam in ("[0, 0]", "[0, 1000]"):
+        cfg = tiny_cfg(data_root, **{"search.lam": lam})
+        s = searcher(cfg)
+        train, _, w_idx, a_idx = search_data(cfg)
+        from fasterseg.data.transforms import TrainTransform
+
+        train.transform = TrainTransform(64, 64)
+        s.step("search", batch_at(train, w_idx, 2, 0, 0, 0, 1), batch_at(train, a_idx, 2, 0, 0, 0, 2))
+        results.append({n: p.detach().clone() for n, p in s.net.arch_sets.named_parameters()})
     teacher = [n for n in results[0] if n.startswith("0.")]
     student = [n for n in results[0] if n.startswith("1.")]
     assert all(torch.equal(results[0][n], results[1][n]) for n in teacher)
@@ -123,14 +203,16 @@ def test_nan_loss_stops_and_keeps_the_checkpoint(data_root, tmp_path, monkeypatc
     import fasterseg.search as search
 
     monkeypatch.setattr(search, "supernet_weight_loss", lambda *a, **k: (torch.tensor(float("nan")), {}))
-    with pytest.raises(SearchError, match="became nan .*last good checkpoint is kept"):
+    with pytest.raises(SearchError, match="became nan .*last good checkpoint is none"):
         run_search(tiny_cfg(data_root), tmp_path / "nan", progress=False)
+    assert read_info(tmp_path / "nan")["status"] == "failed"
 
 
 def test_too_small_split_is_refused(tmp_path):
     cfg = tiny_cfg(tmp_path / "small", **{"data.num_train": 2})
     with pytest.raises(SearchError, match=r"2 training images split into 1 for weight steps and 1 for architecture"):
-        Searcher(cfg, tmp_path / "run", progress=False)
+        run_search(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # a refused command leaves no folder behind
 
 
 def test_compare_runs(full_run):
@@ -140,7 +222,9 @@ def test_compare_runs(full_run):
 
 def test_records_of_a_run_without_checkpoint_are_replaced(data_root, tmp_path):
     out = tmp_path / "died"
-    (out / "history").mkdir(parents=True)
+    run_search(tiny_cfg(data_root, **{"search.search_epochs": 1}), out, progress=False, max_steps=1)
+    for f in (out / "checkpoints").iterdir():
+        f.unlink()
     (out / "history" / "steps.csv").write_text("step,phase\n1,pretrain\n2,pretrain\n")
     run_search(tiny_cfg(data_root, **{"search.search_epochs": 1}), out, progress=False, max_steps=2)
     steps = pd.read_csv(out / "history" / "steps.csv")

@@ -120,9 +120,12 @@ def find_cityscapes_samples(root: Path, split: str) -> list[Sample]:
     """List the image/label pairs of one split, failing clearly on a broken tree."""
     root = Path(root)
     if not root.is_dir():
+        from ..paths import where_relative_paths_resolve
+
         raise DataTreeError(
-            f"data root {root} does not exist. Generate the synthetic set (`fasterseg data generate`) or "
-            "point data.root at a Cityscapes copy that holds leftImg8bit/ and gtFine/")
+            f"data root {root} does not exist: point data.root at a Cityscapes copy that holds leftImg8bit/ and "
+            f"gtFine/, e.g. `fasterseg search --profile paper data.root=/path/to/cityscapes` "
+            f"({where_relative_paths_resolve()})")
     img_dir, gt_dir = root / "leftImg8bit" / split, root / "gtFine" / split
     for d, what in ((img_dir, "images"), (gt_dir, "labels")):
         if not d.is_dir():
@@ -155,7 +158,8 @@ class CamVidDataset(SegmentationDataset):
         self.split = split
         img_dir, gt_dir = self.root / split, self.root / f"{split}annot"
         if not self.root.is_dir():
-            raise DataTreeError(f"data root {self.root} does not exist; point data.root at a CamVid copy")
+            raise DataTreeError(f"data root {self.root} does not exist: point data.root at a CamVid copy, e.g. "
+                                "data.dataset=camvid data.num_classes=11 data.root=/path/to/CamVid")
         for d in (img_dir, gt_dir):
             if not d.is_dir():
                 raise DataTreeError(
@@ -182,16 +186,15 @@ class CamVidDataset(SegmentationDataset):
 
 
 def build_dataset(cfg, split: str, transform=None):
-    """The dataset named by a `DataConfig` (synthetic/cityscapes -> Cityscapes reader, camvid)."""
+    """The dataset named by a `DataConfig` (synthetic/cityscapes -> Cityscapes reader, camvid). Reading
+    never generates anything: prepare the synthetic set first with `fasterseg.data.prepare.prepare_data`."""
     from ..paths import resolve
 
     root = resolve(cfg.root)
     if cfg.dataset in ("synthetic", "cityscapes"):
-        if cfg.dataset == "synthetic":
-            from .synthetic import SyntheticSpec, ensure
-
-            ensure(root, SyntheticSpec(cfg.image_height, cfg.image_width, cfg.num_train, cfg.num_val, cfg.seed),
-                   progress=False)
+        if cfg.dataset == "synthetic" and not (root / "synthetic.json").exists():
+            raise DataTreeError(f"no synthetic data set at {root}: prepare it first with `fasterseg data generate` "
+                                "(or `fasterseg.data.prepare.prepare_data(cfg.data)` in Python)")
         return CityscapesDataset(root, split, transform, cfg.seed)
     if cfg.dataset == "camvid":
         return CamVidDataset(root, split, transform, cfg.seed)

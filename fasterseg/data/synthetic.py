@@ -29,14 +29,31 @@ GENERATOR_VERSION = 1
 
 # label ids used by the generator
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (LABEL_ID[n] for n in ("road", "sidewalk", "building", "wall", "fence"))
-POLE, LIGHT, SIGN, VEG, TERRAIN = (LABEL_ID[n] for n in ("pole", "traffic light", "traffic sign", "vegetation", "terrain"))
+POLE, LIGHT, SIGN, VEG, TERRAIN = (
+    LABEL_ID[n] for n in ("pole", "traffic light", "traffic sign", "vegetation", "terrain")
+)
 SKY, PERSON, CAR, TRUCK, BICYCLE = (LABEL_ID[n] for n in ("sky", "person", "car", "truck", "bicycle"))
 EGO = LABEL_ID["ego vehicle"]
 
 # per-label texture: (fine noise amplitude, coarse noise amplitude), in 0..255 units
-_TEXTURE = {ROAD: (10, 14), SIDEWALK: (9, 10), BUILDING: (7, 18), WALL: (8, 10), FENCE: (10, 6),
-            POLE: (4, 4), LIGHT: (4, 4), SIGN: (3, 3), VEG: (26, 30), TERRAIN: (16, 20), SKY: (1.5, 10),
-            PERSON: (8, 8), CAR: (5, 6), TRUCK: (6, 8), BICYCLE: (5, 4), EGO: (3, 4)}
+_TEXTURE = {
+    ROAD: (10, 14),
+    SIDEWALK: (9, 10),
+    BUILDING: (7, 18),
+    WALL: (8, 10),
+    FENCE: (10, 6),
+    POLE: (4, 4),
+    LIGHT: (4, 4),
+    SIGN: (3, 3),
+    VEG: (26, 30),
+    TERRAIN: (16, 20),
+    SKY: (1.5, 10),
+    PERSON: (8, 8),
+    CAR: (5, 6),
+    TRUCK: (6, 8),
+    BICYCLE: (5, 4),
+    EGO: (3, 4),
+}
 
 
 @dataclass(frozen=True)
@@ -184,8 +201,9 @@ def render_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
             height_near = rng.uniform(0.45, 1.3) * (y_edge - hy + 0.4 * h)
             ta, tb = ya - height_near * (1 - f0), yb - height_near * (1 - f1)
             kind = BUILDING if rng.random() < 0.9 else WALL
-            fc = _jitter(rng, rng.choice([(150, 120, 100), (170, 160, 140), (120, 110, 115), (190, 180, 165),
-                                          (130, 90, 75)]), 14)
+            fc = _jitter(
+                rng, rng.choice([(150, 120, 100), (170, 160, 140), (120, 110, 115), (190, 180, 165), (130, 90, 75)]), 14
+            )
             cv.polygon([(xa, ya), (xb, yb), (xb, tb), (xa, ta)], kind, fc)
             if kind == BUILDING:  # windows in perspective: a grid in facade coordinates
                 rows, cols = rng.integers(3, 8), rng.integers(2, 6)
@@ -200,8 +218,7 @@ def render_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
                             yg, yt = ya + (yb - ya) * u, ta + (tb - ta) * u
                             return xx, yg + (yt - yg) * (1 - v * 0.85 - 0.05)
 
-                        cv.paint([pt(u0, v0), pt(u1, v0), pt(u1, v1), pt(u0, v1)],
-                                 wc + rng.normal(0, 10, 3))
+                        cv.paint([pt(u0, v0), pt(u1, v0), pt(u1, v1), pt(u0, v1)], wc + rng.normal(0, 10, 3))
 
     # objects, painted far to near: (ground row, kind, lateral hint)
     objects: list[tuple[float, str, float]] = []
@@ -264,27 +281,56 @@ def render_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
 
 
 def _draw_vehicle(cv: _Canvas, rng, cx, yb, cw, ch, label):
-    body = _jitter(rng, rng.choice([(160, 20, 20), (30, 40, 120), (200, 200, 205), (40, 40, 45),
-                                    (120, 125, 130), (230, 210, 60), (20, 90, 50)]), 15)
+    body = _jitter(
+        rng,
+        rng.choice(
+            [(160, 20, 20), (30, 40, 120), (200, 200, 205), (40, 40, 45), (120, 125, 130), (230, 210, 60), (20, 90, 50)]
+        ),
+        15,
+    )
     x0, x1 = cx - cw / 2, cx + cw / 2
     yl = yb - ch * (0.55 if label == CAR else 0.75)  # top of the lower body
     cv.polygon([(x0, yb - ch * 0.12), (x1, yb - ch * 0.12), (x1, yl), (x0, yl)], label, body)
     if label == CAR:
-        cv.polygon([(x0 + cw * 0.12, yl), (x1 - cw * 0.12, yl), (x1 - cw * 0.22, yb - ch),
-                    (x0 + cw * 0.22, yb - ch)], label, body * 0.95)
-        cv.paint([(x0 + cw * 0.17, yl), (x1 - cw * 0.17, yl), (x1 - cw * 0.25, yb - ch * 0.92),
-                  (x0 + cw * 0.25, yb - ch * 0.92)], _jitter(rng, (50, 60, 75), 8))
+        cv.polygon(
+            [(x0 + cw * 0.12, yl), (x1 - cw * 0.12, yl), (x1 - cw * 0.22, yb - ch), (x0 + cw * 0.22, yb - ch)],
+            label,
+            body * 0.95,
+        )
+        cv.paint(
+            [
+                (x0 + cw * 0.17, yl),
+                (x1 - cw * 0.17, yl),
+                (x1 - cw * 0.25, yb - ch * 0.92),
+                (x0 + cw * 0.25, yb - ch * 0.92),
+            ],
+            _jitter(rng, (50, 60, 75), 8),
+        )
     else:
         cv.rect(x0 + cw * 0.05, yb - ch, x1 - cw * 0.05, yl, label, body * 1.05)
-        cv.paint([(x0 + cw * 0.1, yl - ch * 0.05), (x1 - cw * 0.1, yl - ch * 0.05),
-                  (x1 - cw * 0.1, yl - ch * 0.2), (x0 + cw * 0.1, yl - ch * 0.2)], (45, 55, 70))
+        cv.paint(
+            [
+                (x0 + cw * 0.1, yl - ch * 0.05),
+                (x1 - cw * 0.1, yl - ch * 0.05),
+                (x1 - cw * 0.1, yl - ch * 0.2),
+                (x0 + cw * 0.1, yl - ch * 0.2),
+            ],
+            (45, 55, 70),
+        )
     r = ch * 0.14
     for wx in (x0 + cw * 0.2, x1 - cw * 0.2):
         cv.ellipse(wx - r, yb - 2 * r, wx + r, yb, label, (25, 25, 28))
     lamp = (235, 230, 200) if rng.random() < 0.5 else (200, 30, 30)
     for lx in (x0 + cw * 0.04, x1 - cw * 0.12):
-        cv.paint([(lx, yl + ch * 0.05), (lx + cw * 0.08, yl + ch * 0.05), (lx + cw * 0.08, yl + ch * 0.12),
-                  (lx, yl + ch * 0.12)], lamp)
+        cv.paint(
+            [
+                (lx, yl + ch * 0.05),
+                (lx + cw * 0.08, yl + ch * 0.05),
+                (lx + cw * 0.08, yl + ch * 0.12),
+                (lx, yl + ch * 0.12),
+            ],
+            lamp,
+        )
 
 
 def _draw_person(cv: _Canvas, rng, px, yb, ph):
@@ -294,9 +340,16 @@ def _draw_person(cv: _Canvas, rng, px, yb, ph):
     bw = ph * 0.28
     step = rng.uniform(-0.08, 0.08) * ph
     for dx in (-bw * 0.22 + step, bw * 0.22 - step):  # legs
-        cv.polygon([(px + dx - bw * 0.12, yb), (px + dx + bw * 0.12, yb),
-                    (px + bw * 0.1 * np.sign(dx + 1e-6), yb - ph * 0.48), (px, yb - ph * 0.48)],
-                   LABEL_ID["person"], trousers)
+        cv.polygon(
+            [
+                (px + dx - bw * 0.12, yb),
+                (px + dx + bw * 0.12, yb),
+                (px + bw * 0.1 * np.sign(dx + 1e-6), yb - ph * 0.48),
+                (px, yb - ph * 0.48),
+            ],
+            LABEL_ID["person"],
+            trousers,
+        )
     cv.ellipse(px - bw / 2, yb - ph * 0.82, px + bw / 2, yb - ph * 0.42, LABEL_ID["person"], shirt)
     r = ph * 0.08
     cv.ellipse(px - r, yb - ph, px + r, yb - ph + 2 * r, LABEL_ID["person"], skin)
@@ -333,8 +386,15 @@ def _draw_pole(cv: _Canvas, rng, px, yb, ph, w):
         for i, col in enumerate(((220, 40, 30), (230, 180, 30), (40, 200, 80))):
             cy = top + (0.45 + 0.75 * i) * sz
             c = col if i == lit else (70, 60, 55)
-            cv.paint([(bx + 0.2 * sz, cy - 0.25 * sz), (bx + 0.7 * sz, cy - 0.25 * sz),
-                      (bx + 0.7 * sz, cy + 0.25 * sz), (bx + 0.2 * sz, cy + 0.25 * sz)], c)
+            cv.paint(
+                [
+                    (bx + 0.2 * sz, cy - 0.25 * sz),
+                    (bx + 0.7 * sz, cy - 0.25 * sz),
+                    (bx + 0.7 * sz, cy + 0.25 * sz),
+                    (bx + 0.2 * sz, cy + 0.25 * sz),
+                ],
+                c,
+            )
     else:  # a street lamp arm (still pole)
         cv.rect(px, top, px + sz * 1.5, top + pw, POLE, pc)
 
@@ -376,20 +436,36 @@ def file_stem(split: str, index: int) -> tuple[str, str]:
     return city, f"{city}_{index:06d}_{FRAME:06d}"
 
 
+MARKER = "synthetic.json"  # written by the kit into every tree it generates, with the list of its files
+LOCK = ".synthetic.lock"
+
+
+class ForeignDataError(ValueError):
+    """A folder holds files the kit did not generate; the kit refuses to write into or delete it."""
+
+
 def generate(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
-    """Write the data set to `root` in the Cityscapes layout; returns `root`.
+    """Write the data set to `root` (which must be new or empty) in the Cityscapes layout; returns `root`.
 
     Files: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` (RGB) and
-    ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` (label ids) plus ``..._gtFine_color.png``,
-    and ``synthetic.json`` (the spec), so an up-to-date tree is not regenerated.
+    ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` (label ids) plus ``..._gtFine_color.png``, and
+    ``synthetic.json``: the spec, its digest and every file written, so the kit knows what it owns. The
+    marker is written first (``complete: false``) and completed last, so an interrupted run is recognised.
     """
     if spec.height % 32 or spec.width % 32:
         raise ValueError(f"image size {spec.height}x{spec.width} must be a multiple of 32 (the network's stride)")
     from tqdm.auto import tqdm
 
     root = Path(root)
+    if root.exists() and any(p.name not in (MARKER, LOCK) for p in root.iterdir()):
+        raise ForeignDataError(
+            f"{root} is not empty; the synthetic data set is only generated into a new or empty folder"
+        )
+    root.mkdir(parents=True, exist_ok=True)
     colors = label_id_colors()
     jobs = [("train", i) for i in range(spec.num_train)] + [("val", i) for i in range(spec.num_val)]
+    marker = dict(spec.__dict__, digest=spec.digest(), complete=False, files=spec_files(spec))
+    (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
     for split, i in tqdm(jobs, desc="synthetic street scenes", disable=not progress):
         rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, i])
         image, labels = render_scene(rng, spec.height, spec.width)
@@ -400,36 +476,97 @@ def generate(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Pa
         Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
         Image.fromarray(labels).save(gt_dir / f"{stem}_gtFine_labelIds.png")
         Image.fromarray(colors[labels]).save(gt_dir / f"{stem}_gtFine_color.png")
-    (root / "synthetic.json").write_text(json.dumps(dict(spec.__dict__, digest=spec.digest()), indent=2) + "\n")
+    marker["complete"] = True
+    (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
     return root
+
+
+def spec_files(spec: SyntheticSpec) -> list[str]:
+    """Relative paths of every file `generate` writes for `spec`."""
+    files = []
+    for split, n in (("train", spec.num_train), ("val", spec.num_val)):
+        for i in range(n):
+            city, stem = file_stem(split, i)
+            files += [
+                f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
+                f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
+                f"gtFine/{split}/{city}/{stem}_gtFine_color.png",
+            ]
+    return files
+
+
+def _read_marker(root: Path) -> dict | None:
+    """The kit's marker with its file list (reconstructed from the spec for trees of older kit versions,
+    whose marker has no list), or None when `root` holds no marker of ours."""
+    try:
+        m = json.loads((root / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(m, dict) or "digest" not in m:
+        return None
+    if not isinstance(m.get("files"), list):
+        try:
+            old = SyntheticSpec(*(int(m[k]) for k in ("height", "width", "num_train", "num_val", "seed")))
+        except (KeyError, TypeError, ValueError):
+            return None
+        m = dict(m, files=spec_files(old), complete=m.get("complete", True))
+    return m
+
+
+def _foreign_files(root: Path, owned: set[str]) -> list[str]:
+    """Files under `root` that the kit did not write (the marker and lock aside)."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and str(p.relative_to(root)) not in owned | {MARKER, LOCK}
+    )
 
 
 def ensure(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
     """Generate the data set unless `root` already holds exactly this spec (checked by digest).
 
-    Safe to call from parallel processes: generation holds a lock file next to `root`.
+    The kit only ever writes into a folder that is new or empty, or one it generated itself (its
+    ``synthetic.json`` lists every file); it replaces an older synthetic tree by deleting exactly the
+    files that list names. A folder holding anything else is refused with `ForeignDataError`.
+    Safe to call from parallel processes: generation holds a lock file inside `root`.
     """
     import fcntl
-    import shutil
 
     root = Path(root)
-    meta = root / "synthetic.json"
 
     def up_to_date() -> bool:
-        try:
-            return json.loads(meta.read_text()).get("digest") == spec.digest()
-        except (OSError, json.JSONDecodeError):
-            return False
+        m = _read_marker(root)
+        return bool(m and m.get("complete") and m.get("digest") == spec.digest())
 
     if up_to_date():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
+    if root.exists() and not root.is_dir():
+        raise ForeignDataError(f"data.root {root} is a file; point data.root at a folder")
+    marker = _read_marker(root) if root.exists() else None
+    if root.exists() and marker is None and any(p.name != LOCK for p in root.iterdir()):
+        raise ForeignDataError(
+            f"data.root {root} holds data the kit did not generate (no {MARKER}); the synthetic data set is only "
+            "written into a new or empty folder. For real Cityscapes set data.dataset=cityscapes; for synthetic "
+            "scenes choose another folder, e.g. data.root=data/synthetic/mine"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if up_to_date():  # another process generated it while we waited
             return root
-        if meta.exists():  # an older synthetic tree (never a user's data: only trees with synthetic.json)
-            meta.unlink()
-            for sub in ("leftImg8bit", "gtFine"):
-                shutil.rmtree(root / sub, ignore_errors=True)
+        marker = _read_marker(root)
+        if marker is not None:  # an older (or interrupted) tree of ours: remove exactly our files
+            owned = set(marker["files"])
+            foreign = _foreign_files(root, owned)
+            if foreign:
+                raise ForeignDataError(
+                    f"data.root {root} is a synthetic tree the kit generated, but it now also holds files the kit did "
+                    f"not write ({len(foreign)}, e.g. {foreign[0]}); the kit will not delete them. Move them away or "
+                    "choose another data.root"
+                )
+            for rel in owned:
+                (root / rel).unlink(missing_ok=True)
+            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(d.iterdir()):
+                    d.rmdir()
         return generate(root, spec, progress=progress)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..arch import Architecture, Branch, DeriveRules, branch_path, choose_ends, path_ops, path_widths
 from ..config import WIDTH_RATIOS
 from ..ops import PRIMITIVES
-from ..space import SCALES, SearchSpace
+from ..space import SCALE_INDEX, SCALES, SearchSpace
 
 PUBLISHED = {0: ("fasterseg_teacher", (1.0, 1.0)), 1: ("fasterseg_student", (8 / 12, 8 / 12))}
 
@@ -64,7 +64,7 @@ def derive_original(state: dict, arch_idx: int, layers: int = 16, fch: int = 12,
               "note": "derived with the original code's procedure (fasterseg.importers.original)",
               "stored_scores": {k: [round(v[0], 6), round(v[1], 6)] for k, v in scores.items()}}
     arch = Architecture(name=name, fch=fch, num_classes=num_classes, stem_width=stem_w, head_width=head_w,
-                        branches=[derived[{8: 0, 16: 1, 32: 2}[e]] for e in ends], layers=layers,
+                        branches=[derived[SCALE_INDEX[e]] for e in ends], layers=layers,
                         width_ratios=tuple(width_ratios), source=source)
     arch.validate()
     return arch
@@ -97,7 +97,7 @@ def import_published(reference_dir: str | Path, out_dir: str | Path) -> list[Pat
                                  "params_M_without_aux_heads": round(params_noaux, 6), "GMACs": round(gmacs, 6)}
         out.append(arch.save(Path(out_dir) / f"{name}.json"))
         params = {"name": name, "source": f"arch_{idx}.pt", "layers": 16, "fch": 12,
-                  "logits": params_of(state := load_arch_file(Path(reference_dir) / f"arch_{idx}.pt"), idx),
+                  "logits": params_of(load_arch_file(Path(reference_dir) / f"arch_{idx}.pt"), idx),
                   "stored_scores": arch.source["stored_scores"]}
         p = Path(out_dir) / "params" / f"{name}.json"
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,21 @@ def load_for(cfg, check_space: bool = True) -> "LatencyTable":
     from ..space import SearchSpace
     from .build import space_meta
 
-    expect = {"resolution": [cfg.latency.height, cfg.latency.width]}
-    table = LatencyTable.load(resolve(cfg.latency.table), expect=expect)
+    lc = cfg.latency
+    expect = {"resolution": [lc.height, lc.width], "backend": lc.backend}
+    if lc.backend != "tensorrt":  # the imported original table records no thread count
+        expect["threads"] = lc.threads
+    if lc.backend == "torch":
+        expect["device_type"] = "cuda" if lc.device.startswith("cuda") else "cpu"
+    path = resolve(lc.table)
+    if not path.exists():
+        from ..paths import where_relative_paths_resolve
+
+        raise LatencyTableError(
+            f"no latency table at {path} (latency.table={lc.table}; {where_relative_paths_resolve()}); "
+            f"build it with `fasterseg latency build --profile {cfg.profile}` or set latency.table="
+        )
+    table = LatencyTable.load(path, expect=expect)
     if check_space:
         space = SearchSpace.from_config(cfg.space)
         want = space_meta(space, cfg.space.stem_head_widths, cfg.data.num_classes)
@@ -21,9 +34,18 @@ def load_for(cfg, check_space: bool = True) -> "LatencyTable":
             raise LatencyTableError(
                 f"{cfg.latency.table} was built for another search space ({', '.join(diff)} differ: table "
                 f"{[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); build one with "
-                f"`fasterseg latency build --profile {cfg.profile}`")
-        table.check_keys(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes,
-                                    cfg.latency.height, cfg.latency.width, glue=table.prices_glue))
+                f"`fasterseg latency build --profile {cfg.profile}`"
+            )
+        table.check_keys(
+            space_keys(
+                space,
+                cfg.space.stem_head_widths,
+                cfg.data.num_classes,
+                cfg.latency.height,
+                cfg.latency.width,
+                glue=table.prices_glue,
+            )
+        )
     return table
 
 

@@ -59,3 +59,10 @@ def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_hea
     table = LatencyTable(done, meta)
     table.save(path)  # rewrite sorted, with the final metadata
     return table
+
+
+def build_for(cfg, backend: Backend, path: str | Path, resume: bool = True) -> LatencyTable:
+    """Build (or complete) the table of a config's search space and deployment resolution at `path`."""
+    space = SearchSpace.from_config(cfg.space)
+    return build_table(path, backend, space, cfg.space.stem_head_widths, cfg.data.num_classes, cfg.latency.height,
+                       cfg.latency.width, resume=resume)

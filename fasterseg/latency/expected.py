@@ -17,7 +17,7 @@ probability that the union of the branches uses it, plus each branch's last cell
 head. With one-hot parameters it equals the LUT sum of the derived network's blocks (skips aside:
 a stride-1 skip costs 0 because derivation removes it).
 
-**Penalty** (DESIGN.md): decoupled fine-grained
+**Penalty** (docs/method.md): decoupled fine-grained
 ``Lat = r_a*Lat(alpha | beta uniform, width max) + r_b*Lat(beta | alpha uniform, width max)
 + r_g*Lat(gamma | alpha uniform, beta uniform)`` with (r_a, r_b, r_g) = (1/500, 497/500, 2/500), each
 term differentiable in one kind of parameter only; or coarse (all three live in one term).
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import PRIMITIVES
-from ..space import SCALES, SearchSpace
-from ..supernet import ArchParams
+from ..space import SCALE_INDEX, SCALES, SearchSpace
+from ..supernet import ArchSet
 from .keys import LatencyKey, stem_keys
 from .table import LatencyTable, MissingEntriesError
 
@@ -74,15 +74,14 @@ class ExpectedLatency:
 
         self.stem_ms = sum(lat(k) for k in stem_keys(stem, H, W))
         self.same, self.down = {}, {}
-        for l in range(L):
-            for s in range(min(l, 2) + 1):
-                S = SCALES[s]
-                res = (H // S, W // S)
-                c_in = [stem[2]] if l == 0 else [space.channels(S, r) for r in R]
-                c_out = [space.channels(S, head_width)] if l == L - 1 else [space.channels(S, r) for r in R]
-                self.same[(l, s)] = opcost(res, c_in, c_out, 1)
-                if space.has_down(l, s):
-                    self.down[(l, s)] = opcost(res, c_in, [space.channels(2 * S, r) for r in R], 2)
+        for l, s in space.nodes():
+            S = SCALES[s]
+            res = (H // S, W // S)
+            c_in = [stem[2]] if l == 0 else [space.channels(S, r) for r in R]
+            c_out = [space.channels(S, head_width)] if l == L - 1 else [space.channels(S, r) for r in R]
+            self.same[(l, s)] = opcost(res, c_in, c_out, 1)
+            if space.has_down(l, s):
+                self.down[(l, s)] = opcost(res, c_in, [space.channels(2 * S, r) for r in R], 2)
         c8, c16, c32 = (space.channels(s, head_width) for s in SCALES)
         h8, w8, h16, w16, h32, w32 = H // 8, W // 8, H // 16, W // 16, H // 32, W // 32
         ch8_opts = [space.channels(8, r) for r in R]
@@ -91,10 +90,14 @@ class ExpectedLatency:
         glue = lut.prices_glue
 
         def ref8(c):
-            return lat(LatencyKey("conv3x3", h8, w8, c8 + c, c8)) + (lat(LatencyKey("upcat", h16, w16, c8, c8 + c, 2)) if glue else 0.0)
+            return lat(LatencyKey("conv3x3", h8, w8, c8 + c, c8)) + (
+                lat(LatencyKey("upcat", h16, w16, c8, c8 + c, 2)) if glue else 0.0
+            )
 
         def ref16(c):
-            return lat(LatencyKey("conv3x3", h16, w16, c16 + c, c16)) + (lat(LatencyKey("upcat", h32, w32, c16, c16 + c, 2)) if glue else 0.0)
+            return lat(LatencyKey("conv3x3", h16, w16, c16 + c, c16)) + (
+                lat(LatencyKey("upcat", h32, w32, c16, c16 + c, 2)) if glue else 0.0
+            )
 
         self.ref8 = torch.tensor([ref8(c) for c in ch8_opts], dtype=torch.float64)
         self.ref8_stem = ref8(stem[2])
@@ -102,18 +105,29 @@ class ExpectedLatency:
         self.arm32 = lat(LatencyKey("conv1x1", h32, w32, c32, c16))
         self.arm16 = lat(LatencyKey("conv1x1", h16, w16, c16, c8))
         nb = len(ends)
-        self.tail = lat(LatencyKey("fusion", h8, w8, nb * c8, nb * c8)) + lat(LatencyKey("head", h8, w8, nb * c8, num_classes))
+        self.tail = lat(LatencyKey("fusion", h8, w8, nb * c8, nb * c8)) + lat(
+            LatencyKey("head", h8, w8, nb * c8, num_classes)
+        )
         if glue:
             self.tail += lat(LatencyKey("upsample", h8, w8, num_classes, num_classes, 8))
         if missing:
-            raise MissingEntriesError(sorted(set(missing)), "build a table for this space and resolution: "
-                                      "fasterseg latency build --profile ...")
+            raise MissingEntriesError(
+                sorted(set(missing)),
+                "build a table for this space and resolution: fasterseg latency build --profile ...",
+            )
+
+    def to(self, device: torch.device | str) -> "ExpectedLatency":
+        """Move the cost tensors to `device` (where the architecture parameters live); returns self."""
+        self.same = {k: v.to(device) for k, v in self.same.items()}
+        self.down = {k: v.to(device) for k, v in self.down.items()}
+        self.ref8, self.ref16 = self.ref8.to(device), self.ref16.to(device)
+        return self
 
     # -- probabilities ------------------------------------------------------------------------------
-    def _widths(self, a: ArchParams, live: bool) -> dict:
+    def _widths(self, a: ArchSet, live: bool) -> dict:
         """Width distribution of every tensor T(l, s): softmax(gamma) when live and searched, else max."""
         sp = self.space
-        max_w = F.one_hot(torch.tensor(self.n_w - 1), self.n_w).double()
+        max_w = F.one_hot(torch.tensor(self.n_w - 1), self.n_w).double().to(self.ref8.device)
         out = {}
         for s in range(3):
             g = a.gamma(s)
@@ -122,14 +136,15 @@ class ExpectedLatency:
                 out[(layer, s)] = F.softmax(g[k].double(), -1) if (live and a.search_widths) else max_w
         return out
 
-    def __call__(self, a: ArchParams, alpha: bool = True, beta: bool = True, gamma: bool = True) -> torch.Tensor:
+    def __call__(self, a: ArchSet, alpha: bool = True, beta: bool = True, gamma: bool = True) -> torch.Tensor:
         """Expected latency (ms, scalar tensor). A kind that is not live is held neutral: alpha and beta
         uniform, widths at max."""
         sp, L = self.space, self.space.layers
-        uni5 = torch.full((len(PRIMITIVES),), 1 / len(PRIMITIVES), dtype=torch.float64)
-        half = torch.tensor([0.5, 0.5], dtype=torch.float64)
-        alphas = {(l, s): (F.softmax(a.alpha(s)[sp.alpha_row(l, s)].double(), -1) if alpha else uni5)
-                  for l in range(L) for s in range(min(l, 2) + 1)}
+        dev = self.ref8.device
+        uni5 = torch.full((len(PRIMITIVES),), 1 / len(PRIMITIVES), dtype=torch.float64, device=dev)
+        half = torch.tensor([0.5, 0.5], dtype=torch.float64, device=dev)
+        nodes = sp.nodes()
+        alphas = {(l, s): (F.softmax(a.alpha(s)[sp.alpha_row(l, s)].double(), -1) if alpha else uni5) for l, s in nodes}
         widths = self._widths(a, gamma)
 
         def preds(l, s):
@@ -141,7 +156,6 @@ class ExpectedLatency:
             b = F.softmax(a.beta(s)[sp.beta_row(l, s)].double(), -1) if beta else half
             return [((l - 1, s - 1), b[0]), ((l - 1, s), b[1])]
 
-        nodes = [(l, s) for l in range(L) for s in range(min(l, 2) + 1)]
         inputs = {n: preds(*n) for n in nodes[1:]}  # beta softmaxes, once per call
         Fw, Sq = {(0, 0): 1.0}, {(0, 0): 1.0}
         for n in nodes[1:]:
@@ -150,7 +164,7 @@ class ExpectedLatency:
         q = {}
         for e in self.ends:
             qe = {n: 0.0 for n in nodes}
-            qe[(L - 1, {8: 0, 16: 1, 32: 2}[e])] = 1.0
+            qe[(L - 1, SCALE_INDEX[e])] = 1.0
             for n in reversed(nodes[1:]):
                 for p, w in inputs[n]:
                     qe[p] = qe[p] + qe[n] * w
@@ -165,8 +179,8 @@ class ExpectedLatency:
             t = t[0] if p_in is None else p_in @ t
             return t[0] if out is None else t @ out
 
-        total = torch.tensor(self.stem_ms, dtype=torch.float64) + self.tail
-        for (l, s) in nodes[1:]:  # edges into (l, s)
+        total = torch.tensor(self.stem_ms, dtype=torch.float64, device=dev) + self.tail
+        for l, s in nodes[1:]:  # edges into (l, s)
             for (pl, ps), w in inputs[(l, s)]:
                 T = self.same[(pl, ps)] if ps == s else self.down[(pl, ps)]
                 used = [Fw[(pl, ps)] * w * q[e][(l, s)] for e in self.ends]
@@ -183,7 +197,7 @@ class ExpectedLatency:
                             r8 = self.ref8_stem if pl == 0 else widths[(pl - 1, ps)] @ self.ref8
                             total = total + ue * r8
         for e in self.ends:
-            si = {8: 0, 16: 1, 32: 2}[e]
+            si = SCALE_INDEX[e]
             total = total + cell_cost(self.same[(L - 1, si)], L - 1, si, None)
             if e == 32:
                 total = total + self.arm32 + self.arm16
@@ -196,7 +210,7 @@ class ExpectedLatency:
 class LatencyPenalty:
     """``lambda * Lat`` with ``Lat`` decoupled (default) or coarse; see the module docstring.
 
-    Calling it on an `ArchParams` returns ``(loss, details)``: details holds each term's latency (ms,
+    Calling it on an `ArchSet` returns ``(loss, details)``: details holds each term's latency (ms,
     floats), the full expected latency with all parameters live, the weighted latency and lambda.
     """
 
@@ -209,7 +223,7 @@ class LatencyPenalty:
         if self.mode not in ("decoupled", "coarse"):
             raise ValueError(f"penalty mode {self.mode!r}; choose decoupled or coarse")
 
-    def latency(self, a: ArchParams) -> tuple[torch.Tensor, dict[str, float]]:
+    def latency(self, a: ArchSet) -> tuple[torch.Tensor, dict[str, float]]:
         if self.mode == "coarse":
             lat = self.expected(a)
             return lat, {"latency_full_ms": float(lat.detach())}
@@ -220,10 +234,14 @@ class LatencyPenalty:
         lat = r_a * la + r_b * lb + r_g * lg
         with torch.no_grad():
             full = self.expected(a)
-        return lat, {"latency_alpha_ms": float(la.detach()), "latency_beta_ms": float(lb.detach()), "latency_gamma_ms": float(lg.detach()),
-                     "latency_full_ms": float(full)}
+        return lat, {
+            "latency_alpha_ms": float(la.detach()),
+            "latency_beta_ms": float(lb.detach()),
+            "latency_gamma_ms": float(lg.detach()),
+            "latency_full_ms": float(full),
+        }
 
-    def __call__(self, a: ArchParams) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, a: ArchSet) -> tuple[torch.Tensor, dict[str, float]]:
         lat, details = self.latency(a)
         loss = self.lam * lat
         details.update(latency_weighted_ms=float(lat.detach()), lam=self.lam, loss=float(loss.detach()))

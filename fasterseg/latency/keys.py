@@ -114,7 +114,10 @@ def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Se
             keys += [LatencyKey("conv1x1", h32, w32, c32, c16), LatencyKey("conv3x3", h16, w16, c16 + ch16, c16),
                      LatencyKey("conv1x1", h16, w16, c16, c8), LatencyKey("conv3x3", h8, w8, c8 + ch8[e], c8)]
             if glue:
-                keys += [LatencyKey("upcat", h32, w32, c16, c16 + ch16, 2), LatencyKey("upcat", h16, w16, c8, c8 + ch8[e], 2)]
+                keys += [
+                    LatencyKey("upcat", h32, w32, c16, c16 + ch16, 2),
+                    LatencyKey("upcat", h16, w16, c8, c8 + ch8[e], 2),
+                ]
         elif e == 16:
             keys += [LatencyKey("conv1x1", h16, w16, c16, c8), LatencyKey("conv3x3", h8, w8, c8 + ch8[e], c8)]
             if glue:
@@ -126,8 +129,14 @@ def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Se
     return keys
 
 
-def space_keys(space: SearchSpace, stem_head_widths: Sequence[tuple[float, float]], num_classes: int,
-               height: int, width: int, glue: bool = True) -> list[LatencyKey]:
+def space_keys(
+    space: SearchSpace,
+    stem_head_widths: Sequence[tuple[float, float]],
+    num_classes: int,
+    height: int,
+    width: int,
+    glue: bool = True,
+) -> list[LatencyKey]:
     """Every key the supernet's sets and their derived networks can need at `height` x `width`
     (with the up-sampling/concatenation glue blocks unless `glue` is False)."""
     keys: set[LatencyKey] = set()
@@ -150,8 +159,11 @@ def space_keys(space: SearchSpace, stem_head_widths: Sequence[tuple[float, float
         for ch16 in space.width_options(16):
             for ch8 in ch8_options:
                 for ends in ((32, 16), (32, 8)):
-                    keys.update(head_keys(space.channels, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes,
-                                          height, width, glue))
+                    keys.update(
+                        head_keys(
+                            space.channels, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes, height, width, glue
+                        )
+                    )
     return sorted(keys)
 
 
@@ -186,8 +198,9 @@ def network_blocks(arch: Architecture, height: int, width: int, glue: bool = Tru
         ch8[b.ends_at] = finer[8]
         if b.ends_at == 32:
             ch16 = finer[16]
-    hk = head_keys(arch.channels, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height, width,
-                   glue)
+    hk = head_keys(
+        arch.channels, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height, width, glue
+    )
     part = {"fusion": "fusion", "head": "head", "upcat": "glue", "upsample": "glue"}
     blocks += [Block(k, part.get(k.op, "refine")) for k in hk]
     return blocks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -87,6 +88,21 @@ class LatencyTable:
         return (f"{m.get('backend')} on {m.get('device')} ({m.get('threads')} thread(s)), "
                 f"{self.resolution[0]}x{self.resolution[1]}, {len(self)} entries")
 
+    def summary_lines(self, archs: list[Architecture] = ()) -> list[str]:
+        """Description, metadata, per-operator statistics, and the predicted latency of `archs` by part."""
+        lines = [self.describe()] + [f"  {k}: {self.meta[k]}" for k in ("method", "date", "versions", "complete",
+                                                                         "build_seconds") if k in self.meta]
+        stats = self.to_frame().groupby(["op", "stride"])["median_ms"].describe()
+        lines.append(stats[["count", "min", "50%", "max"]].round(4).to_string())
+        h, w = self.resolution
+        for arch in archs:
+            bd = self.breakdown(arch)
+            ms = bd["latency_ms"].sum()
+            lines += [f"\n{arch.name}: predicted {ms:.3f} ms ({1000 / ms:.1f} FPS) at {h}x{w}, "
+                      f"{self.meta.get('backend')} on {self.meta.get('device')} (sum of block entries)",
+                      bd.groupby("part")["latency_ms"].sum().round(4).to_string()]
+        return lines
+
     # -- prediction -----------------------------------------------------------------------------
     def breakdown(self, arch: Architecture, height: int | None = None, width: int | None = None) -> pd.DataFrame:
         """Per block of `arch`'s derived network: key, part, latency (ms)."""
@@ -131,16 +147,30 @@ class LatencyTable:
             raise LatencyTableError(f"{path} has no metadata sidecar {meta_path.name}; a table without it cannot "
                                     "be checked. Rebuild it with `fasterseg latency build`")
         meta = json.loads(meta_path.read_text())
-        entries = {}
+        entries, problems = {}, []
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != COLUMNS:
                 raise LatencyTableError(f"{path}: columns {reader.fieldnames} differ from {list(COLUMNS)}")
-            for row in reader:
-                key = LatencyKey(row["op"], int(row["h"]), int(row["w"]), int(row["c_in"]), int(row["c_out"]),
-                                 int(row["stride"]))
-                spread = float(row["spread_ms"]) if row["spread_ms"] not in ("", "nan") else float("nan")
-                entries[key] = Entry(float(row["median_ms"]), spread, int(row["count"]))
+            for line, row in enumerate(reader, start=2):
+                try:
+                    key = LatencyKey(row["op"], int(row["h"]), int(row["w"]), int(row["c_in"]), int(row["c_out"]),
+                                     int(row["stride"]))
+                    median = float(row["median_ms"])
+                    spread = float(row["spread_ms"]) if row["spread_ms"] not in ("", "nan") else float("nan")
+                    count = int(row["count"])
+                except (TypeError, ValueError):
+                    problems.append(f"line {line}: unreadable entry {dict(row)}")
+                    continue
+                if not math.isfinite(median) or median < 0:
+                    problems.append(f"line {line}: {key.as_tuple()} has median_ms {median} (must be finite and >= 0)")
+                elif key in entries:
+                    problems.append(f"line {line}: {key.as_tuple()} appears twice")
+                entries[key] = Entry(median, spread, count)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise LatencyTableError(f"{path} has {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'} "
+                                    f"({shown}); rebuild it with `fasterseg latency build --no-resume`")
         table = cls(entries, meta)
         if expect:
             from ..paths import display_path

@@ -3,14 +3,13 @@ derived networks with the same backend. Reports Spearman rank correlation and me
 percentage error."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ..arch import DeriveRules, derive
 from ..network import DerivedNet
 from ..space import SearchSpace
-from ..supernet import ArchParams
+from ..supernet import ArchSet
 from .backends import Backend
 from .table import LatencyTable
 
@@ -23,7 +22,7 @@ def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_class
     out = []
     for i in range(n):
         k = i % len(stem_head_widths)
-        a = ArchParams(space, search_widths=True)
+        a = ArchSet(space, search_widths=True)
         with torch.no_grad():
             temp = float(torch.rand((), generator=g)) * 3 + 0.5
             for p in a.parameters():
@@ -64,3 +63,41 @@ def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool 
         col = f"measured_ms_{other.name}"
         summary[f"median_speedup_{other.name}_vs_{backend.name}"] = float((df["measured_ms"] / df[col]).median())
     return df, summary
+
+
+def validate_config(cfg, backend: Backend, out, networks: int, seed: int = 0, compare: list[Backend] = (),
+                    figure: bool = True) -> dict:
+    """Validate the table a config names against `backend` on `networks` random derived networks; writes
+    ``validation.csv``, ``summary.json``, ``config.json`` (and the scatter figure) to `out`; returns the
+    summary."""
+    import json
+
+    from . import load_for
+    from ..paths import write_text
+
+    table = load_for(cfg)
+    space = SearchSpace.from_config(cfg.space)
+    nets = random_architectures(space, networks, cfg.space.stem_head_widths, cfg.data.num_classes, seed=seed,
+                                rules=DeriveRules.from_config(cfg.space))
+    df, summary = validate(table, backend, nets, compare=list(compare))
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "validation.csv", index=False)
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    cfg.save(out / "config.json")
+    if figure:
+        from ..viz.latency_plots import plot_predicted_vs_measured
+        from ..viz.style import save_figure
+
+        ax = plot_predicted_vs_measured(df, summary)
+        save_figure(ax.figure, out / "predicted_vs_measured.png")
+    return summary
+
+
+def summary_lines(summary: dict, threads: int) -> list[str]:
+    """The terminal lines of a validation summary."""
+    ratio = summary["median_predicted_over_measured"]
+    lines = [f"{summary['networks']} networks, {summary['table']}: Spearman {summary['spearman']:.3f}, MAPE "
+             f"{100 * summary['mape']:.1f} %, median predicted/measured {ratio:.3f}"]
+    lines += [f"{k}: {v:.2f}x (same networks, end to end, {threads} thread(s))" for k, v in summary.items()
+              if k.startswith("median_speedup")]
+    return lines

@@ -12,17 +12,17 @@ import numpy as np
 from ..arch import Architecture
 from ..network import shared_prefix
 from ..ops import PRIMITIVES
+from ..space import SCALE_INDEX
 
 SHORT = {"skip": "skip", "conv": "conv", "zoomed_conv": "zconv", "conv_2x": "conv×2", "zoomed_conv_2x": "zconv×2"}
 OP_COLORS = {"skip": "#bbbbbb", "conv": "#9ecae1", "zoomed_conv": "#fdd0a2", "conv_2x": "#3182bd",
              "zoomed_conv_2x": "#e6550d"}
 BRANCH_COLORS = {32: "#d62728", 16: "#1f77b4", 8: "#2ca02c"}
-ROW = {8: 0, 16: 1, 32: 2}
 DX, DY = 1.25, 1.1  # inches between grid positions
 
 
 def _pos(x: float, scale: int, offset: float = 0.0) -> str:
-    return f"{x * DX:.3f},{-(ROW[scale] + offset) * DY:.3f}!"
+    return f"{x * DX:.3f},{-(SCALE_INDEX[scale] + offset) * DY:.3f}!"
 
 
 def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph:
@@ -30,10 +30,25 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
 
     Each cell shows its operator and output channels; shared cells are grey, each branch has its colour.
     """
-    g = graphviz.Digraph(engine="neato", graph_attr={"splines": "line", "outputorder": "edgesfirst",
-                                                     "label": title or arch.name, "labelloc": "t", "fontsize": "14"},
-                         node_attr={"shape": "box", "style": "rounded,filled", "fontsize": "10", "fontname": "Helvetica",
-                                    "width": "0.9", "height": "0.45", "fixedsize": "true"})
+    g = graphviz.Digraph(
+        engine="neato",
+        graph_attr={
+            "splines": "line",
+            "outputorder": "edgesfirst",
+            "label": title or arch.name,
+            "labelloc": "t",
+            "fontsize": "14",
+        },
+        node_attr={
+            "shape": "box",
+            "style": "rounded,filled",
+            "fontsize": "10",
+            "fontname": "Helvetica",
+            "width": "0.9",
+            "height": "0.45",
+            "fixedsize": "true",
+        },
+    )
     g.attr("edge", arrowsize="0.6")
     for s in (8, 16, 32):
         g.node(f"row{s}", f"1/{s}", shape="plaintext", style="", pos=_pos(-1.1, s), fontsize="12")
@@ -50,19 +65,32 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
             name = f"s{i}" if shared else f"b{k}_{i}"
             if not (shared and k > 0):
                 label = f"{SHORT[op]}\n{arch.channels(o, w)} ch" + (" ↓" if o > s else "")
-                g.node(name, label, pos=_pos(i + 1, s, 0 if shared else offsets[k]),
-                       fillcolor=OP_COLORS[op], color="#555555" if shared else BRANCH_COLORS[b.ends_at],
-                       penwidth="1" if shared else "2.2",
-                       fontcolor="white" if op in ("conv_2x", "zoomed_conv_2x") else "black")
+                g.node(
+                    name,
+                    label,
+                    pos=_pos(i + 1, s, 0 if shared else offsets[k]),
+                    fillcolor=OP_COLORS[op],
+                    color="#555555" if shared else BRANCH_COLORS[b.ends_at],
+                    penwidth="1" if shared else "2.2",
+                    fontcolor="white" if op in ("conv_2x", "zoomed_conv_2x") else "black",
+                )
                 g.edge(prev, name, color="#555555" if shared else BRANCH_COLORS[b.ends_at])
             prev = name
         lasts.append((prev, b))
     x_head = max(len(b.ops) for b in br) + 1.3
     g.node("head", "refine\n+ fusion\n+ head", pos=_pos(x_head, 8), fillcolor="#dddddd", height="0.7")
     for name, b in lasts:
-        g.edge(name, "head", color=BRANCH_COLORS[b.ends_at], label=f"1/{b.ends_at}", fontsize="9",
-               fontcolor=BRANCH_COLORS[b.ends_at])
-    legend = " | ".join(f"1/{b.ends_at} branch" for b in br) + (f" | {n_shared} shared cells (grey outline)" if n_shared else "")
+        g.edge(
+            name,
+            "head",
+            color=BRANCH_COLORS[b.ends_at],
+            label=f"1/{b.ends_at}",
+            fontsize="9",
+            fontcolor=BRANCH_COLORS[b.ends_at],
+        )
+    legend = " | ".join(f"1/{b.ends_at} branch" for b in br) + (
+        f" | {n_shared} shared cells (grey outline)" if n_shared else ""
+    )
     g.node("legend", legend, shape="plaintext", style="", pos=_pos(x_head / 2, 32, 0.8), width="6", fontsize="10")
     return g
 
@@ -71,12 +99,20 @@ def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supe
     """The supernet's node grid (layers x scales). Node colour: argmax operator (label: its probability);
     edge width: beta's probability of that input (same-scale edges at 1/8 always carry weight 1).
 
-    `probs`: softmax probabilities keyed ``alpha_0 .. beta_2`` (e.g. ``ArchParams.probabilities()``).
+    `probs`: softmax probabilities keyed ``alpha_0 .. beta_2`` (e.g. ``ArchSet.probabilities()``).
     """
-    g = graphviz.Digraph(engine="neato", graph_attr={"splines": "line", "outputorder": "edgesfirst",
-                                                     "label": title, "labelloc": "t"},
-                         node_attr={"shape": "circle", "style": "filled", "fontsize": "8", "fontname": "Helvetica",
-                                    "width": "0.42", "fixedsize": "true"})
+    g = graphviz.Digraph(
+        engine="neato",
+        graph_attr={"splines": "line", "outputorder": "edgesfirst", "label": title, "labelloc": "t"},
+        node_attr={
+            "shape": "circle",
+            "style": "filled",
+            "fontsize": "8",
+            "fontname": "Helvetica",
+            "width": "0.42",
+            "fixedsize": "true",
+        },
+    )
     for s in (8, 16, 32):
         g.node(f"row{s}", f"1/{s}", shape="plaintext", style="", pos=_pos(-0.9, s), fontsize="12")
     g.node("stem", "stem", pos=_pos(-0.1, 8), fillcolor="#dddddd", shape="box", width="0.6")
@@ -86,25 +122,32 @@ def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supe
                 continue
             a = probs[f"alpha_{si}"][l - si]
             op = PRIMITIVES[int(np.argmax(a))]
-            g.node(f"n{l}_{si}", f"{a.max():.2f}", pos=_pos(l + 1, s), fillcolor=OP_COLORS[op],
-                   tooltip=f"layer {l}, 1/{s}: {op}")
+            g.node(
+                f"n{l}_{si}",
+                f"{a.max():.2f}",
+                pos=_pos(l + 1, s),
+                fillcolor=OP_COLORS[op],
+                tooltip=f"layer {l}, 1/{s}: {op}",
+            )
             if l == 0:
                 g.edge("stem", f"n{l}_{si}", penwidth="2")
                 continue
             if si == 0:
-                g.edge(f"n{l-1}_0", f"n{l}_0", penwidth="2", color="#444444")
+                g.edge(f"n{l - 1}_0", f"n{l}_0", penwidth="2", color="#444444")
             elif l == si:
-                g.edge(f"n{l-1}_{si-1}", f"n{l}_{si}", penwidth="2", color="#444444")
+                g.edge(f"n{l - 1}_{si - 1}", f"n{l}_{si}", penwidth="2", color="#444444")
             else:
                 b = probs[f"beta_{si}"][l - si - 1]
-                g.edge(f"n{l-1}_{si-1}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[0]:.2f}", color="#d62728")
-                g.edge(f"n{l-1}_{si}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[1]:.2f}", color="#444444")
+                g.edge(f"n{l - 1}_{si - 1}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[0]:.2f}", color="#d62728")
+                g.edge(f"n{l - 1}_{si}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[1]:.2f}", color="#444444")
     legend = "   ".join(f"<font color='{c}'>■</font> {SHORT[o]}" for o, c in OP_COLORS.items())
-    g.node("legend", f"<node colour = most likely operator: {legend}<br/>edge width = path probability (red: from down)>",
-           shape="plaintext", style="", pos=_pos((layers + 1) / 2, 32, 0.9), width="7", fontsize="10")
+    g.node(
+        "legend",
+        f"<node colour = most likely operator: {legend}<br/>edge width = path probability (red: from down)>",
+        shape="plaintext",
+        style="",
+        pos=_pos((layers + 1) / 2, 32, 0.9),
+        width="7",
+        fontsize="10",
+    )
     return g
-
-
-def render_png(g: graphviz.Digraph) -> bytes:
-    """PNG bytes of a drawing (``neato -n`` keeps the pinned positions)."""
-    return g.pipe(format="png")

@@ -61,17 +61,6 @@ def plot_op_heatmap(table_df: pd.DataFrame, scale_res: dict[str, tuple[int, int]
     return axes
 
 
-def plot_backends(df: pd.DataFrame, ax=None):
-    """Bar chart: latency (ms) of the same blocks on several backends. `df`: index block, columns backends."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3))
-    df.plot.bar(ax=ax, width=0.8)
-    ax.set_ylabel("latency (ms)")
-    ax.tick_params(axis="x", labelsize=7, rotation=30)
-    ax.grid(axis="y", alpha=0.3)
-    return ax
-
-
 def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: str | None = None):
     """Stacked bars of predicted latency (ms) per network part. `breakdowns`: {name: `LatencyTable.breakdown`}."""
     parts = ["stem", "cell", "refine", "glue", "fusion", "head"]

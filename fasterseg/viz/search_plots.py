@@ -1,7 +1,6 @@
 """Plots of search runs, drawn from the run's history files (never from a live model)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,12 +11,6 @@ from ..ops import PRIMITIVES
 SCALE_NAMES = {8: "1/8", 16: "1/16", 32: "1/32"}
 
 
-def load_run(run: str | Path) -> dict[str, pd.DataFrame]:
-    """The history tables of a run directory: steps, arch, epochs, lambda."""
-    h = Path(run) / "history"
-    return {name: pd.read_csv(h / f"{name}.csv") for name in ("steps", "arch", "epochs", "lambda")}
-
-
 def _heat(ax, g: pd.DataFrame, **kw):
     return ax.imshow(g.to_numpy(), aspect="auto", origin="lower", extent=(g.columns.min() - 0.5, g.columns.max() + 0.5,
                                                                         g.index.min() - 0.5, g.index.max() + 0.5), **kw)
@@ -25,7 +18,7 @@ def _heat(ax, g: pd.DataFrame, **kw):
 
 def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
     """Heat-maps of alpha: one panel per (scale, operator), x = step, y = layer, colour = probability."""
-    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")]
+    df = arch[(arch["arch_set"] == arch_set) & (arch["kind"] == "alpha")]
     scales = sorted(df["scale"].unique())
     if axes is None:
         _, axes = plt.subplots(len(scales), len(PRIMITIVES), figsize=(2.2 * len(PRIMITIVES), 1.9 * len(scales)),
@@ -53,7 +46,7 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
 def plot_beta_gamma_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
     """Left column: beta's probability of coming from the scale above ("down") per layer over steps, at
     1/16 and 1/32. Other panels: gamma's expected width ratio (sum of p * width) per layer over steps."""
-    df = arch[arch["arch"] == arch_set]
+    df = arch[arch["arch_set"] == arch_set]
     if axes is None:
         _, axes = plt.subplots(2, 3, figsize=(9, 4.0), squeeze=False, layout="constrained")
     b = df[(df["kind"] == "beta") & (df["choice"] == "down")]
@@ -91,7 +84,7 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
     """Interactive plotly heat-map of alpha (nodes x operators) with a slider over logged steps."""
     import plotly.graph_objects as go
 
-    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")].copy()
+    df = arch[(arch["arch_set"] == arch_set) & (arch["kind"] == "alpha")].copy()
     df["node"] = df["scale"].map(SCALE_NAMES) + " L" + df["layer"].astype(str)
     steps = sorted(df["step"].unique())
     nodes = list(dict.fromkeys(df.sort_values(["scale", "layer"])["node"]))
@@ -119,7 +112,7 @@ def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str
         _, ax = plt.subplots(figsize=(6.4, 3.0))
     s = steps.dropna(subset=[f"latency_full_ms_{arch_set}"])
     ax.plot(s["step"], s[f"latency_full_ms_{arch_set}"], lw=1, label="expected latency (supernet)")
-    e = epochs[(epochs["arch"] == arch_set) & (epochs["phase"] == "search")]
+    e = epochs[(epochs["arch_set"] == arch_set) & (epochs["phase"] == "search")]
     ax.plot(e["step"], e["latency_ms"], "o-", ms=4, label="derived network (LUT sum)")
     ax.set_xlabel("step")
     ax.set_ylabel("latency (ms)")
@@ -145,7 +138,7 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
               ("first_down_32", "1/32 branch: first down (layer)"), ("latency_ms", "predicted latency (ms)"),
               ("miou", "val mIoU (%)")]
     for name, ep in runs.items():
-        e = ep[(ep["arch"] == "student") & (ep["phase"] == "search")].copy()
+        e = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].copy()
         e["miou"] = [100 * r[f"miou_{r['ends']}"] for _, r in e.iterrows()]
         for ax, (col, title) in zip(axes, panels):
             ax.plot(e["epoch"] + 1, e[col], label=name, ms=4, **styles.get(name, {}))
@@ -160,7 +153,7 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
 def op_mass(arch: pd.DataFrame, arch_set: str = "student") -> pd.DataFrame:
     """Per logged step: the mean alpha probability of skip, of the zoomed operators, and alpha's
     normalised entropy, over all nodes of `arch_set` (columns skip, zoomed, entropy)."""
-    df = arch[(arch["arch"] == arch_set) & (arch["kind"] == "alpha")]
+    df = arch[(arch["arch_set"] == arch_set) & (arch["kind"] == "alpha")]
     n_nodes = df.groupby("step")[["scale", "layer"]].apply(lambda g: len(g.drop_duplicates()))
     skip = df[df["choice"] == "skip"].groupby("step")["prob"].sum() / n_nodes
     zoom = df[df["choice"].isin(["zoomed_conv", "zoomed_conv_2x"])].groupby("step")["prob"].sum() / n_nodes

@@ -21,7 +21,9 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     p = HERE / f"{name}.json"
     if not p.exists():
-        raise ValueError(f"no published architecture {name!r}; available: {', '.join(names())}")
+        from ..arch import ArchitectureError
+
+        raise ArchitectureError(f"no published architecture {name!r}; available: {', '.join(names())}")
     return p
 
 
@@ -45,6 +47,25 @@ def load_params(name: str) -> dict:
     return d
 
 
-def resolve(name_or_path: str) -> Architecture:
-    """A shipped architecture by name, or an architecture JSON file by path."""
-    return load(name_or_path) if name_or_path in names() else Architecture.load(name_or_path)
+def resolve(name_or_path: str | Path) -> Architecture:
+    """A shipped architecture by name, or an architecture JSON file by path (relative paths resolve
+    against the project root). Raises `ArchitectureError` with a one-line message otherwise: a missing
+    file, a folder, or a misspelt name (listing the published names and the closest one)."""
+    import difflib
+
+    from ..arch import ArchitectureError
+    from ..paths import resolve as resolve_path
+
+    text = str(name_or_path)
+    if text in names():
+        return load(text)
+    p = Path(text) if Path(text).exists() else resolve_path(text)
+    if p.is_dir():
+        raise ArchitectureError(f"{text} is a folder; give an architecture JSON file (e.g. a run's "
+                                f"archs/student_search_epochNN.json) or a published name: {', '.join(names())}")
+    if not p.exists():
+        close = difflib.get_close_matches(text, names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ArchitectureError(f"no architecture file {text} and no published architecture of that name "
+                                f"(published: {', '.join(names())}).{hint}")
+    return Architecture.load(p)

@@ -1,0 +1,238 @@
+"""Whole-image evaluation of a trained network, its reference point and its measured latency.
+
+- `predict_logits`: logits (N, C, H, W) of images padded to multiples of 32, optionally averaged with
+  the horizontally flipped image (the original evaluates with flip), cropped back to the input size.
+- `evaluate_model`: the confusion matrix over a validation split at its full resolution, hence mIoU,
+  per-class IoU and pixel accuracy (`metrics.SegScores`); data-parallel ranks each take a share of the
+  images and the matrices are summed.
+- `majority_baseline`: predicting the most frequent training class everywhere, so every mIoU has a
+  reference point.
+- `measure_latency`: the same network timed with the latency backends at the deployment resolution.
+- `evaluate_run`: all of the above for a training run, written to ``<run>/eval/`` (metrics.json,
+  per_class.csv, confusion.csv, overlays); `fasterseg evaluate`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .data.labels import IGNORE
+from .metrics import SegMeter, SegScores
+
+
+def _pad32(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), h, w
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """Logits (N, C, H, W) of images x (N, 3, H, W), any H and W (padded to multiples of 32, cropped back);
+    with `flip`, averaged with the prediction of the mirrored image."""
+    xp, h, w = _pad32(x)
+    y = model(xp)
+    if flip:
+        y = (y + model(xp.flip(-1)).flip(-1)) / 2
+    return y[..., :h, :w].float()
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, dataset, num_classes: int, flip: bool = False, batch_size: int = 1,
+                   images: int = 0, runtime=None, progress: bool = False) -> tuple[SegScores, np.ndarray]:
+    """(scores, confusion matrix (C, C), rows = ground truth) of `model` on `dataset` (an evaluation
+    dataset: whole images, labels at full resolution). `images` > 0 evaluates the first that many."""
+    from tqdm.auto import tqdm
+
+    from .runtime import Runtime
+
+    rt = runtime or Runtime(next(model.parameters()).device)
+    n = min(len(dataset), images) if images else len(dataset)
+    mine = list(range(rt.rank, n, rt.world))
+    was_training = model.training
+    model.eval()
+    meter = SegMeter(num_classes)
+    for k in tqdm(range(0, len(mine), batch_size), desc="evaluate", disable=not progress, leave=False):
+        xs, ys = zip(*(dataset[i] for i in mine[k:k + batch_size]))
+        x, y = rt.to(torch.stack(xs), torch.stack(ys))
+        with rt.autocast():
+            logits = predict_logits(model, x, flip)
+        meter.update(logits, y)
+    model.train(was_training)
+    cm = rt.all_reduce_sum(meter.cm)
+    return SegScores.from_confusion(cm), cm
+
+
+def class_pixels(dataset, num_classes: int, images: int = 0) -> np.ndarray:
+    """Labelled pixels per class (int64, length C) over a dataset's label maps (no image decoding)."""
+    counts = np.zeros(num_classes, np.int64)
+    n = min(len(dataset), images) if images else len(dataset)
+    for i in range(n):
+        lab = dataset.load(i)[1]
+        lab = lab[lab != IGNORE]
+        counts += np.bincount(lab.ravel(), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def majority_baseline(train, val, num_classes: int, images: int = 0) -> dict:
+    """mIoU and pixel accuracy of predicting the most frequent training class at every pixel of `val`."""
+    cls = int(class_pixels(train, num_classes).argmax())
+    gt = class_pixels(val, num_classes, images)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    cm[:, cls] = gt
+    s = SegScores.from_confusion(cm)
+    return {"class": cls, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy}
+
+
+def per_class_table(scores: SegScores, cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Per-class IoU (and the ground-truth pixel share) as a table indexed by class name."""
+    gt = cm.sum(1)
+    return pd.DataFrame({"iou": scores.iou, "gt_share": gt / max(1, gt.sum())},
+                        index=pd.Index(class_names[: len(gt)], name="class"))
+
+
+def measure_latency(model: torch.nn.Module, height: int, width: int, backends: tuple[str, ...], threads: int = 1,
+                    device: str = "cpu") -> list[dict]:
+    """Latency (ms, median with spread) of `model` (inference form: no auxiliary heads) at 1x3xHxW on
+    each backend, with what every figure must name: backend, device, threads, precision, resolution, batch."""
+    from .latency.backends import get_backend
+
+    rows = []
+    for name in backends:
+        try:
+            backend = get_backend(name, threads=threads, device=device)
+        except (ImportError, RuntimeError, ValueError) as e:
+            rows.append({"backend": name, "skipped": str(e)})
+            continue
+        t = backend.time(model.eval(), (1, 3, height, width))
+        d = backend.describe()
+        rows.append({"backend": name, "median_ms": t.median_ms, "spread_ms": t.spread_ms, "fps": 1000 / t.median_ms,
+                     "device": d.get("device"), "threads": d.get("threads"), "precision": "fp32",
+                     "resolution": [height, width], "batch": 1})
+    return rows
+
+
+def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[str], extra: dict) -> Path:
+    """Write ``metrics.json``, ``per_class.csv`` and ``confusion.csv`` into `out`; returns `out`."""
+    from .runs import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    per_class_table(scores, cm, class_names).to_csv(out / "per_class.csv")
+    names = class_names[: cm.shape[0]]
+    pd.DataFrame(cm, index=pd.Index(names, name="ground truth"), columns=names).to_csv(out / "confusion.csv")
+    metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
+    atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    return out
+
+
+def load_trained(run: str | Path, which: str = "best", aux: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The network of a finished training run with its `which` (best | last) weights, and its model spec
+    (``aux=False``: the inference network, auxiliary heads left out)."""
+    from .runs import RunError
+    from .train import build_model, model_weights_path
+
+    run = Path(run)
+    f = run / "model.json"
+    if not f.exists():
+        raise RunError(f"{run} holds no trained model (no model.json); train one with fasterseg train")
+    spec = json.loads(f.read_text())
+    weights = model_weights_path(run, which)
+    if not weights.exists():
+        raise RunError(f"{run} has no {weights.name}: the training is unfinished; finish it with "
+                       f"fasterseg train --resume --out {run}")
+    model = build_model(spec, spec["num_classes"], aux=aux)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not aux:
+        keys = set(model.state_dict())
+        state = {k: v for k, v in state.items() if k in keys or not _is_aux(k)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{weights} does not fit the architecture in {f}: {str(e).splitlines()[0]}") from None
+    return model.eval(), spec
+
+
+def _is_aux(key: str) -> bool:
+    """State-dict keys of auxiliary training heads (derived networks: head16/head32; peers: aux*)."""
+    first = key.split(".")[0]
+    return first in ("head16", "head32") or first.startswith("aux")
+
+
+def overlay_samples(model: torch.nn.Module, dataset, n: int, flip: bool = False) -> list[tuple]:
+    """(image uint8, ground truth, prediction) of the first `n` images of an evaluation dataset."""
+    out = []
+    for i in range(min(n, len(dataset))):
+        img, gt = dataset.load(i)
+        x, _ = dataset[i]
+        pred = predict_logits(model, x[None], flip).argmax(1)[0].numpy()
+        h, w = gt.shape
+        out.append((img, gt, pred[:h, :w].astype(np.uint8)))
+    return out
+
+
+def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = True) -> dict:
+    """Evaluate a finished training run on the validation split (whole images, flip as ``eval.flip``),
+    with the majority baseline, size and measured latency; writes ``<run>/eval/`` (metrics.json,
+    per_class.csv, confusion.csv, overlays.png, confusion.png). Returns the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .counting import totals
+    from .data.cityscapes import build_dataset
+    from .data.labels import CITYSCAPES_CLASSES
+    from .data.prepare import prepare_data
+    from .data.transforms import EvalTransform
+    from .viz.eval_plots import plot_confusion, plot_overlays
+    from .viz.style import save_figure
+
+    e, d = cfg.eval, cfg.data
+    run = Path(run)
+    model, spec = load_trained(run, which)
+    prepare_data(d, progress=progress)
+    val = build_dataset(d, "val", EvalTransform())
+    train = build_dataset(d, "train")
+    threads = cfg.runtime.threads or 1
+    torch.set_num_threads(threads)
+    scores, cm = evaluate_model(model, val, d.num_classes, e.flip, e.batch_size, e.images, progress=progress)
+    base = majority_baseline(train, val, d.num_classes, e.images)
+    from .export import inference_copy
+
+    net = inference_copy(model)  # BN folded, logits only: the deployed form
+    params, gmacs = totals(net, (1, 3, e.latency_height, e.latency_width))
+    lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), threads, "cpu")
+    names = list(CITYSCAPES_CLASSES) if d.num_classes == 19 else [str(i) for i in range(d.num_classes)]
+    n_img = min(len(val), e.images) if e.images else len(val)
+    extra = {"run": str(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),
+             "flip": e.flip, "majority_baseline": base, "params_M": params, "GMACs": gmacs,
+             "macs_resolution": [e.latency_height, e.latency_width], "latency": lat,
+             "model": spec.get("name") or spec.get("arch", {}).get("name")}
+    out = save_eval(run / "eval", scores, cm, names, extra)
+    stamp = (f"{extra['model']}: mIoU {100 * scores.miou:.1f} % on {n_img} val images at full resolution"
+             f"{' with flip' if e.flip else ''} (majority class {100 * base['miou']:.1f} %)")
+    if e.overlays:
+        fig = plot_overlays(overlay_samples(model, val, e.overlays, e.flip), stamp=stamp)
+        save_figure(fig, out / "overlays.png")
+    ax = plot_confusion(cm, names, stamp=stamp)
+    save_figure(ax.figure, out / "confusion.png")
+    plt.close("all")
+    return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
+
+
+def summary_lines(m: dict) -> list[str]:
+    """The terminal lines of an `evaluate_run` result."""
+    lines = [f"{m['model']}: mIoU {100 * m['miou']:.2f} %, pixel accuracy {100 * m['pixel_accuracy']:.2f} % on "
+             f"{m['images']} images (majority class: {100 * m['majority_baseline']['miou']:.2f} %); "
+             f"{m['params_M']:.3f} M params, {m['GMACs']:.2f} GMACs at "
+             f"{m['macs_resolution'][0]}x{m['macs_resolution'][1]}"]
+    for x in m["latency"]:
+        lines.append(f"  {x['backend']}: " + (f"{x['median_ms']:.2f} ms ({x['fps']:.1f} FPS), {x['device']}, "
+                                              f"{x['threads']} thread(s), fp32, batch 1" if "median_ms" in x
+                                              else f"skipped ({x['skipped']})"))
+    return lines + [f"written to {Path(m['run']) / 'eval'}"]

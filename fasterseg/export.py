@@ -1,0 +1,179 @@
+"""Export a trained network for deployment: BN folded into the convolutions, ONNX checked against PyTorch
+with ONNX Runtime, and a TensorRT engine where `tensorrt` and a CUDA device exist.
+
+- `fold_bn(model)`: an inference copy whose batch norms are folded into the preceding convolutions
+  (conv-BN pairs of the kit's operators, and Conv2d -> BatchNorm2d pairs inside `nn.Sequential`, which
+  covers the peers); outputs equal the unfolded model's in eval mode up to float rounding.
+- `export_onnx(model, path, height, width)`: the folded model as ONNX (opset from the config, static
+  1x3xHxW input ``image``, output ``logits`` at input size).
+- `check_onnx(model, path)`: max |logit difference| ONNX Runtime vs PyTorch on a seeded random image.
+- `build_tensorrt(onnx_path, engine_path)`: an fp32 TensorRT engine (import-guarded: raises
+  `ExportUnavailable` with the reason where TensorRT or CUDA are missing).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class ExportUnavailable(RuntimeError):
+    """An export target that cannot be built here; the message says what is missing."""
+
+
+def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d, channels: slice | None = None) -> nn.Conv2d:
+    """`conv` with `bn` (or its channel slice) folded in: w' = w * g / s, b' = (b - mean) * g / s + beta."""
+    sl = channels or slice(0, bn.num_features)
+    scale = bn.weight[sl] / torch.sqrt(bn.running_var[sl] + bn.eps)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True)
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    with torch.no_grad():
+        out.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        out.bias.copy_((bias - bn.running_mean[sl]) * scale + bn.bias[sl])
+    return out
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with every foldable BN folded (see the module docstring); the
+    number folded is stored as ``folded_bn`` on the copy."""
+    from .ops import ConvBN, Skip
+
+    m = copy.deepcopy(model).eval()
+    n = 0
+    for mod in list(m.modules()):
+        if isinstance(mod, ConvBN) and not mod.slim and isinstance(mod.bn, nn.BatchNorm2d):
+            mod.conv, mod.bn, n = _fused(mod.conv, mod.bn), nn.Identity(), n + 1
+        elif isinstance(mod, Skip) and not mod.identity and not mod.slim and isinstance(mod.bn, nn.BatchNorm2d):
+            if mod.stride == 1:
+                mod.conv = _fused(mod.conv, mod.bn)
+            else:
+                c1 = mod.conv1.out_channels
+                mod.conv1 = _fused(mod.conv1, mod.bn, slice(0, c1))
+                mod.conv2 = _fused(mod.conv2, mod.bn, slice(c1, c1 + mod.conv2.out_channels))
+            mod.bn, n = nn.Identity(), n + 1
+        elif isinstance(mod, nn.Sequential):
+            kids = list(mod.named_children())
+            for (na, a), (nb, b) in zip(kids, kids[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.num_features == a.out_channels:
+                    setattr(mod, na, _fused(a, b))
+                    setattr(mod, nb, nn.Identity())
+                    n += 1
+    m.folded_bn = n
+    return m
+
+
+class _Inference(nn.Module):
+    """The final logits only (no auxiliary heads), for export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def inference_copy(model: nn.Module, interpolation: str = "bilinear") -> nn.Module:
+    """BN-folded eval copy returning logits only; ``nearest`` switches a derived network's resizing."""
+    m = fold_bn(model)
+    if interpolation != "bilinear":
+        if not hasattr(m, "interp"):
+            raise ValueError(f"export.interpolation={interpolation!r} is only available for derived networks")
+        m.interp = interpolation
+        for mod in m.modules():
+            if hasattr(mod, "interp"):
+                mod.interp = interpolation
+    return _Inference(m).eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, opset: int = 17,
+                interpolation: str = "bilinear") -> Path:
+    """Write the BN-folded inference form of `model` as ONNX to `path` (input ``image`` 1x3xHxW)."""
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = inference_copy(model.cpu(), interpolation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(1, 3, height, width),), str(path), dynamo=False, input_names=["image"],
+                          output_names=["logits"], opset_version=opset)
+    return path
+
+
+def check_onnx(model: nn.Module, path: str | Path, seed: int = 0, threads: int = 1) -> dict:
+    """Max and mean |logit difference| between ONNX Runtime (CPU) and the unfolded PyTorch model in eval
+    mode on a seeded random image of the ONNX file's input size, and the share of pixels whose class agrees."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    shape = [int(d) for d in sess.get_inputs()[0].shape]
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    with torch.no_grad():
+        ref = _Inference(copy.deepcopy(model).cpu().eval())(x).numpy()
+    got = sess.run(None, {"image": x.numpy()})[0]
+    diff = np.abs(got - ref)
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "class_agreement": float((got.argmax(1) == ref.argmax(1)).mean()), "input": shape}
+
+
+def build_tensorrt(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False) -> Path:
+    """Build a TensorRT engine from an ONNX file (fp32, or fp16 when asked)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ExportUnavailable("TensorRT is not installed (pip install .[tensorrt] on a machine with a CUDA GPU)") \
+            from None
+    if not torch.cuda.is_available():
+        raise ExportUnavailable("no CUDA device: a TensorRT engine is built on the GPU it will run on")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        raise RuntimeError("TensorRT could not parse " + str(onnx_path) + ": " + str(parser.get_error(0)))
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    engine = builder.build_serialized_network(network, config)
+    Path(engine_path).write_bytes(bytes(engine))
+    return Path(engine_path)
+
+
+def export_run(run: str | Path, cfg, out: str | Path | None = None, which: str = "best") -> dict:
+    """Export a finished training run's `which` weights: ``<out>/model.onnx`` checked against PyTorch
+    (``export.json`` holds the check), and ``model.engine`` where TensorRT can be built. Returns the summary."""
+    from .evaluate import load_trained
+
+    run = Path(run)
+    out = Path(out) if out else run / "export"
+    model, _ = load_trained(run, which)
+    x = cfg.export
+    onnx_path = export_onnx(model, out / "model.onnx", x.height, x.width, x.opset, x.interpolation)
+    check = check_onnx(model, onnx_path) if x.interpolation == "bilinear" else {}
+    summary = {"onnx": str(onnx_path), "weights": which, "height": x.height, "width": x.width, "opset": x.opset,
+               "interpolation": x.interpolation, "folded_bn": fold_bn(model).folded_bn, **check}
+    if check and check["max_abs_diff"] > x.tolerance:
+        raise RuntimeError(f"ONNX Runtime and PyTorch disagree by {check['max_abs_diff']:.3g} (> export.tolerance "
+                           f"{x.tolerance}) on {onnx_path}")
+    try:
+        summary["tensorrt"] = str(build_tensorrt(onnx_path, out / "model.engine"))
+    except ExportUnavailable as e:
+        summary["tensorrt"] = f"skipped: {e}"
+    (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summary_line(s: dict) -> str:
+    """The terminal line of an `export_run` result."""
+    return (f"{s['onnx']}: {s['folded_bn']} batch norms folded; max |ONNX Runtime - PyTorch| "
+            f"{s.get('max_abs_diff', float('nan')):.2e}, class agreement {100 * s.get('class_agreement', 0):.2f} %; "
+            f"TensorRT: {s['tensorrt']}")

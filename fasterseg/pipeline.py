@@ -1,0 +1,163 @@
+"""The main job, `fasterseg pipeline`: from data to a searched, trained, distilled, evaluated and exported
+student, with a report. Stages (one line each; every stage resumable and skipped when done):
+
+1. data: the synthetic street scenes generated (or a real data set's tree checked);
+2. latency table: loaded and checked against the config;
+3. search: pretraining and co-search of teacher and student (`fasterseg.search`) in ``<out>/search``;
+4. derive: the final teacher and student architectures in ``<out>/archs``;
+5. teacher: trained from scratch (`fasterseg.train`) in ``<out>/train-teacher``;
+6. student: trained from scratch, distilled from the teacher, in ``<out>/train-student``;
+7. evaluate: both on the whole validation images, with the majority baseline and measured latency;
+8. export: the student as ONNX (BN folded), checked against PyTorch with ONNX Runtime;
+9. report: ``<out>/report.md`` with its figures in ``<out>/figures``.
+
+`run_pipeline` returns a `PipelineResult`; `summary_lines` formats its table for the terminal.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .config import RunConfig
+
+STAGES = 9
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    archs: dict[str, Path] = field(default_factory=dict)  # arch set -> architecture JSON
+    summary: pd.DataFrame | None = None  # one row per network
+    report: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+
+
+def derived_summary(cfg: RunConfig, run: Path, lut) -> tuple[pd.DataFrame, dict]:
+    """Per architecture set of a finished search: branches, parameters (M) and GMACs at the latency
+    resolution (inference network), predicted latency (ms) and FPS from `lut`, and the search-time
+    validation mIoU (supernet weights) of the chosen pair. Returns the table and the architectures."""
+    from .counting import totals
+    from .network import DerivedNet
+    from .runs import final_arch, load_history
+
+    ep = load_history(run)["epochs"]
+    H, W = cfg.latency.height, cfg.latency.width
+    rows, archs = [], {}
+    for name in ep["arch_set"].unique():
+        arch = final_arch(run, name)
+        last = ep[(ep["arch_set"] == name) & (ep["phase"] == "search")].iloc[-1]
+        params, gmacs = totals(DerivedNet(arch, aux=False), (1, 3, H, W))
+        ms = lut.predict(arch)
+        rows.append({"network": name, "branches": last["ends"], "params_M": params, "GMACs": gmacs,
+                     "predicted_ms": ms, "search_miou": last[f"miou_{last['ends']}"]})
+        archs[name] = arch
+    return pd.DataFrame(rows).set_index("network"), archs
+
+
+def _stage(say, k: int, name: str, text: str) -> None:
+    say(f"[{k}/{STAGES} {name}] {text}")
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = print,
+                 progress: bool = True) -> PipelineResult:
+    """Run every stage into `out` (see the module docstring); a stage already done is skipped."""
+    from .data.prepare import prepare_data
+    from .latency import load_for
+    from .paths import check_writable
+    from .runs import run_status
+    from .search import run_search
+    from .train import run_train
+
+    cfg.validate()
+    out = Path(out)
+    check_writable(out)
+    res = PipelineResult(out)
+    d = cfg.data
+    root = prepare_data(d, progress=progress)
+    _stage(say, 1, "data", f"{d.dataset} at {root}" + (f" ({d.num_train}+{d.num_val} images, {d.image_height}x"
+                                                         f"{d.image_width})" if d.dataset == "synthetic" else ""))
+    lut = load_for(cfg)
+    _stage(say, 2, "latency table", f"{cfg.latency.table}: {lut.describe()}")
+
+    def stage_run(k, name, folder, what, go):
+        status = run_status(folder)
+        note = {"new": "", "partial": " (continuing)", "done": " (done: skipped)"}[status]
+        _stage(say, k, name, f"{what} in {folder}{note}")
+        if status != "done":
+            go(resume=status == "partial")
+
+    sc = cfg.search
+    search = out / "search"
+    stage_run(3, "search", search, f"{sc.pretrain_epochs} pretraining + {sc.search_epochs} search epochs",
+              lambda resume: run_search(cfg, search, resume=resume, progress=progress))
+    derived, archs = derived_summary(cfg, search, lut)
+    for name, arch in archs.items():
+        res.archs[name] = arch.save(out / "archs" / f"{name}.json")
+    _stage(say, 4, "derive", ", ".join(f"{n}: {r.branches}, {r.params_M:.2f} M params, {r.predicted_ms:.2f} ms "
+                                        "predicted" for n, r in derived.iterrows()))
+    tc = cfg.train
+    runs = {"teacher": out / "train-teacher", "student": out / "train-student"}
+    stage_run(5, "teacher", runs["teacher"], f"{tc.epochs} epochs x {tc.steps_per_epoch} steps from scratch",
+              lambda resume: run_train(cfg, res.archs["teacher"], runs["teacher"], resume=resume, progress=progress))
+    stage_run(6, "student", runs["student"], f"{tc.epochs} epochs, distilled from the teacher "
+              f"(weight {cfg.distill.weight}, T={cfg.distill.temperature})",
+              lambda resume: run_train(cfg, res.archs["student"], runs["student"], resume=resume,
+                                       teacher=runs["teacher"], progress=progress))
+    metrics = {}
+    for name, run in runs.items():
+        metrics[name] = _evaluated(cfg, run, progress)
+    _stage(say, 7, "evaluate", ", ".join(f"{n}: mIoU {100 * m['miou']:.1f} %" for n, m in metrics.items())
+           + f" (majority class {100 * metrics['student']['majority_baseline']['miou']:.1f} %)")
+    exported = _exported(cfg, runs["student"])
+    _stage(say, 8, "export", f"{exported['onnx']} (max |ONNX Runtime - PyTorch| {exported.get('max_abs_diff', 0):.2g}"
+           f"; TensorRT {exported['tensorrt']})")
+    res.summary = summary_table(derived, metrics)
+    from .report import write_report
+
+    res.report, res.figures = write_report(cfg, out, res.summary, runs, metrics, exported, res.archs)
+    _stage(say, 9, "report", str(res.report))
+    return res
+
+
+def _evaluated(cfg: RunConfig, run: Path, progress: bool) -> dict:
+    """The evaluation of a training run, computed once (``<run>/eval/metrics.json``)."""
+    from .evaluate import evaluate_run
+
+    f = run / "eval" / "metrics.json"
+    if f.exists() and json.loads(f.read_text()).get("images") is not None:
+        return json.loads(f.read_text())
+    return evaluate_run(cfg, run, progress=progress)
+
+
+def _exported(cfg: RunConfig, run: Path) -> dict:
+    from .export import export_run
+
+    f = run / "export" / "export.json"
+    return json.loads(f.read_text()) if f.exists() else export_run(run, cfg)
+
+
+def summary_table(derived: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:
+    """One row per network: branches, params (M), GMACs, predicted and measured latency (ms), mIoU (%)
+    against the majority baseline."""
+    df = derived.copy()
+    for name, m in metrics.items():
+        df.loc[name, "miou"] = 100 * m["miou"]
+        df.loc[name, "majority_miou"] = 100 * m["majority_baseline"]["miou"]
+        for lat in m["latency"]:
+            if "median_ms" in lat:
+                df.loc[name, f"measured_ms_{lat['backend']}"] = lat["median_ms"]
+    df["search_miou"] = 100 * df["search_miou"]
+    return df
+
+
+def summary_lines(cfg: RunConfig, res: PipelineResult) -> list[str]:
+    """The closing table of a pipeline run."""
+    H, W = cfg.latency.height, cfg.latency.width
+    return [f"networks (params and GMACs at {H}x{W}; predicted latency from {cfg.latency.table}, measured on this "
+            f"machine at {cfg.eval.latency_height}x{cfg.eval.latency_width}, batch 1, fp32; mIoU % on the whole "
+            "validation images; search_miou: supernet weights during the search):",
+            res.summary.round(2).to_string(), f"report: {res.report}"]

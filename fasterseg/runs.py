@@ -1,0 +1,402 @@
+"""Run folders: the records every long job (search, training) keeps, and the readers plots use.
+
+A run folder holds::
+
+    run.json            kind (search | train), id, status (running | stopped | failed | done), progress
+    config.json         the config sections the run uses (compared on resume)
+    run.lock            held (flock) by the process running it: a second process is refused
+    history/*.csv       append-only tables (one row per step, epoch, ...)
+    archs/*.json        architecture snapshots
+    checkpoints/        <tag>-<step>.pt with .sha256 sidecars, written atomically, kept in generations
+
+Guarantees: a run folder is only written by the process holding its lock; a resumed run must have the
+same config (the ``runtime`` section aside) and its checkpoints must carry the run's id; checkpoint
+writes are atomic and fsynced and old generations are deleted only after a new one is complete, so a
+crash at any point leaves the last complete checkpoint usable; a corrupt one is detected by its checksum
+and the previous one is used, with a warning.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+RUN_FORMAT = "fasterseg-run"
+RUNTIME_SECTIONS = ("runtime",)  # may differ when a run is resumed
+
+
+class RunError(RuntimeError):
+    """A run cannot start, continue or be read; the message says why and what was kept."""
+
+
+# -- files -------------------------------------------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file, fsync it, rename it over `path`, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+class Table:
+    """An append-only CSV with a fixed header (rows flushed as written)."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+
+    def add(self, rows: list[dict]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerows(rows)
+
+    def read(self) -> pd.DataFrame:
+        return pd.read_csv(self.path)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (a resumed run replays them)."""
+        df = self.read()
+        if "step" in df and len(df):
+            df[df["step"] <= step].to_csv(self.path, index=False)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+class Checkpoints:
+    """Generations of checkpoints in one folder: ``<tag>-<step:08d>.pt`` plus ``.sha256``.
+
+    `save` writes a new generation (file, then checksum, each atomically) and only then deletes the
+    tag's generations beyond `keep`; `load` tries the newest first and falls back to older ones when a
+    file is missing its checksum, does not match it, or fails `check`. Files are read with
+    ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, folder: Path, fmt: str, keep: int = 2):
+        self.folder, self.fmt, self.keep = Path(folder), fmt, keep
+
+    def paths(self, tag: str = "last") -> list[Path]:
+        """Checkpoint files of `tag`, newest first."""
+        return sorted(self.folder.glob(f"{tag}-*.pt"), reverse=True)
+
+    def save(self, state: dict, step: int, tag: str = "last") -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"format": self.fmt, **state}, buf)
+        data = buf.getvalue()
+        path = self.folder / f"{tag}-{step:08d}.pt"
+        atomic_write(path, data)
+        atomic_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        for old in self.paths(tag)[self.keep:]:
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+        return path
+
+    def read(self, path: Path) -> dict:
+        """One checkpoint, verified against its checksum and format; raises `RunError` otherwise."""
+        sha = path.with_name(path.name + ".sha256")
+        if not sha.exists():
+            raise RunError(f"{path.name} has no checksum file (its write was interrupted)")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha.read_text().strip():
+            raise RunError(f"{path.name} does not match its checksum (truncated or corrupt)")
+        import io
+
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != self.fmt:
+            raise RunError(f"{path.name} is not a {self.fmt}")
+        return state
+
+    def load(self, tag: str = "last", check: Callable[[dict, Path], None] | None = None,
+             warn: Callable[[str], None] = print) -> tuple[dict, Path]:
+        """The newest usable checkpoint of `tag` and its path. `check(state, path)` may raise `RunError`
+        to refuse one (e.g. another run's); a refused or unreadable file is reported through `warn`."""
+        errors = []
+        for p in self.paths(tag):
+            try:
+                state = self.read(p)
+                if check is not None:
+                    check(state, p)
+                return state, p
+            except RunError as e:
+                errors.append(str(e))
+                warn(f"warning: checkpoint {p} is unusable ({e}); trying the previous one")
+            except Exception as e:  # noqa: BLE001 - any failure to read means: do not trust this file
+                errors.append(f"{p.name}: {e}")
+                warn(f"warning: checkpoint {p} is unusable ({e}); trying the previous one")
+        found = "; ".join(errors) if errors else f"no {tag}-*.pt files"
+        raise RunError(f"no usable checkpoint to resume from in {self.folder} ({found})")
+
+
+# -- the lock --------------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive `flock` on ``run.lock``; released when closed or when the process dies."""
+
+    def __init__(self, folder: Path, what: str):
+        self.path = folder / "run.lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunError(f"{folder} is in use by {holder}; wait for it to finish or choose another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"process {os.getpid()} ({what}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+
+
+# -- interruption ----------------------------------------------------------------------------------------
+class StopFlag:
+    """While entered (in the main thread), Ctrl-C asks a run to stop at the next step boundary, where its
+    state is consistent and can be saved; a second Ctrl-C interrupts at once (`KeyboardInterrupt`)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step to save a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# -- run folders -----------------------------------------------------------------------------------------
+class RunDir:
+    """An open run folder of one `kind`, locked by this process (see the module docstring).
+
+    `start` creates or continues a run: a new run refuses a folder that holds a run (of any kind) with a
+    checkpoint, and clears the records of one that died before its first checkpoint; `resume=True`
+    requires a run of the same kind whose stored config equals `cfg` on `sections` (``runtime`` aside).
+    """
+
+    def __init__(self, path: Path, kind: str, lock: RunLock | None, info: dict):
+        self.path, self.kind, self.lock, self.info = Path(path), kind, lock, info
+        self.main = lock is not None  # only the process holding the lock writes
+        self.checkpoints = Checkpoints(self.path / "checkpoints", f"fasterseg-{kind}-checkpoint")
+
+    @classmethod
+    def attach(cls, path: str | Path, kind: str) -> "RunDir":
+        """The run folder as seen by a data-parallel rank other than 0: read-only, no lock (rank 0 holds
+        it and writes every record)."""
+        info = read_info(path)
+        if info is None or info.get("kind") != kind:
+            raise RunError(f"{path} holds no {kind} run that rank 0 opened")
+        return cls(Path(path), kind, None, info)
+
+    @classmethod
+    def start(cls, path: str | Path, kind: str, cfg, sections: tuple[str, ...], resume: bool = False) -> "RunDir":
+        from .paths import check_writable
+
+        path = Path(path)
+        check_writable(path)
+        if resume and not (path / "run.json").exists():
+            raise RunError(f"nothing to resume in {path}: it holds no run; start one without --resume")
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{path} is a file; choose another --out")
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = RunLock(path, f"fasterseg {kind}")
+        except RunError:
+            raise
+        try:
+            info = cls._open(path, kind, cfg, sections, resume)
+        except BaseException:
+            lock.release()
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        run = cls(path, kind, lock, info)
+        cfg.save(path / "config.json", sections)
+        run.set_status("running")
+        return run
+
+    @staticmethod
+    def _open(path: Path, kind: str, cfg, sections, resume: bool) -> dict:
+        info = read_info(path)
+        if info is not None and info.get("kind") != kind:
+            raise RunError(f"{path} holds a {info.get('kind')} run, not a {kind} run; choose another --out")
+        has_ckpt = any((path / "checkpoints").glob("*.pt"))
+        if not resume:
+            if has_ckpt:
+                raise RunError(f"{path} already holds a {kind} run; use --resume to continue it, or another --out")
+            if info is None and any(p.name != "run.lock" for p in path.iterdir()):
+                raise RunError(f"{path} is not empty and holds no run of the kit; choose a new or empty --out")
+            for sub in ("history", "archs", "checkpoints"):  # records of a run that died before its first checkpoint
+                shutil.rmtree(path / sub, ignore_errors=True)
+            return {"format": RUN_FORMAT, "kind": kind, "id": uuid.uuid4().hex,
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        check_same_config(path, kind, cfg, sections)
+        return info
+
+    # -- records ----------------------------------------------------------------------------------------
+    def table(self, name: str, columns: list[str]) -> Table:
+        return Table(self.path / "history" / f"{name}.csv", columns)
+
+    def set_status(self, status: str, **extra) -> None:
+        """Update run.json: ``running``, ``stopped`` (interrupted or capped), ``failed`` or ``done``."""
+        self.info.update(status=status, updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
+        if self.main:
+            atomic_write(self.path / "run.json", (json.dumps(self.info, indent=2) + "\n").encode())
+
+    def check_checkpoint(self, state: dict, path: Path) -> None:
+        """Refuse a checkpoint of another run (a copied or foreign file)."""
+        if state.get("run_id") != self.info["id"]:
+            raise RunError(f"{path.name} belongs to another run (id {state.get('run_id')}, this run {self.info['id']})")
+
+    def save_checkpoint(self, state: dict, step: int, tag: str = "last") -> Path:
+        return self.checkpoints.save({**state, "run_id": self.info["id"]}, step, tag)
+
+    def load_checkpoint(self, tag: str = "last") -> tuple[dict, Path]:
+        return self.checkpoints.load(tag, self.check_checkpoint)
+
+    def last_checkpoint_name(self) -> str:
+        last = self.checkpoints.paths()
+        return last[0].name if last else "none (none written yet)"
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def already_done(path: str | Path, kind: str, cfg, sections: tuple[str, ...]) -> bool:
+    """Whether `path` holds a finished run of `kind` (with the same config on `sections`, else `RunError`)."""
+    info = read_info(path)
+    if info is None or info.get("status") != "done":
+        return False
+    if info.get("kind") != kind:
+        raise RunError(f"{path} holds a {info.get('kind')} run, not a {kind} run; choose another --out")
+    check_same_config(Path(path), kind, cfg, sections)
+    return True
+
+
+def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Path], step: Callable[[], int],
+          total: int, max_steps: int | None, error: type[RunError], say: Callable[[str], None]) -> str:
+    """Run `loop(stop)` (which returns ``done``, ``capped`` or ``interrupted``) and record how it ended.
+
+    ``done`` -> status done. ``capped`` -> a checkpoint, status stopped, a line saying so. Ctrl-C
+    (``interrupted``: the loop stopped at a step boundary) -> a checkpoint, status stopped, `error`
+    naming it. A second Ctrl-C mid-step -> status stopped, `error` naming the last checkpoint. `error`
+    raised by the loop (e.g. a non-finite loss) -> status failed, re-raised with the last good checkpoint.
+    """
+    try:
+        with StopFlag() as stop:
+            outcome = loop(stop)
+    except KeyboardInterrupt:
+        run.set_status("stopped", reason="interrupted")
+        raise error(f"interrupted during step {step() + 1}; the last checkpoint is {run.last_checkpoint_name()}; "
+                    "continue with --resume") from None
+    except error as e:
+        run.set_status("failed", reason=str(e))
+        raise error(f"{e}. The run stopped; its last good checkpoint is {run.last_checkpoint_name()}") from None
+    if outcome == "done":
+        run.set_status("done", step=step())
+        return outcome
+    path = save() if run.main else None
+    why = "interrupted" if outcome == "interrupted" else f"stopped at the step cap ({max_steps} steps)"
+    run.set_status("stopped", reason=why, step=step())
+    msg = f"{why} at step {step()} of {total}; saved {path.name if path else 'nothing'}; continue with --resume"
+    if outcome == "interrupted":
+        raise error(msg)
+    if run.main:
+        say(msg)
+    return outcome
+
+
+def check_same_config(path: Path, kind: str, cfg, sections: tuple[str, ...]) -> None:
+    """Refuse (`RunError`, naming the differing fields) a config that differs from the one the run in
+    `path` was started with, on `sections` except ``runtime``."""
+    from .config import RunConfig
+
+    stored = RunConfig.load(Path(path) / "config.json")
+    diff = stored.differences(cfg, tuple(s for s in sections if s not in RUNTIME_SECTIONS))
+    if diff:
+        raise RunError(
+            f"the {kind} run in {path} was started with another config ({'; '.join(diff)}); resume with "
+            "the same profile and overrides (or none: the stored config is used), or start a new run "
+            "with another --out"
+        )
+
+
+def read_info(path: str | Path) -> dict | None:
+    """The run.json of a folder, or None."""
+    try:
+        info = json.loads((Path(path) / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == RUN_FORMAT else None
+
+
+def run_status(path: str | Path) -> str:
+    """``new`` (no run), ``done``, or ``partial`` (started: running elsewhere, stopped or failed)."""
+    info = read_info(path)
+    if info is None:
+        return "new"
+    return "done" if info.get("status") == "done" else "partial"
+
+
+# -- readers ---------------------------------------------------------------------------------------------
+def load_history(run: str | Path) -> dict[str, pd.DataFrame]:
+    """Every history table of a run folder, by name (search: steps, arch, epochs, lambda; training:
+    steps, epochs)."""
+    h = Path(run) / "history"
+    if not h.is_dir():
+        raise RunError(f"{run} holds no run history (no history/ folder)")
+    return {p.stem: pd.read_csv(p) for p in sorted(h.glob("*.csv"))}
+
+
+def final_arch(run: str | Path, arch_set: str = "student"):
+    """The architecture of `arch_set` after the last search epoch of a search run."""
+    from .arch import Architecture
+
+    ep = load_history(run)["epochs"]
+    rows = ep[(ep["arch_set"] == arch_set) & (ep["phase"] == "search")]
+    if rows.empty:
+        raise RunError(f"{run} has no finished search epoch for the architecture set {arch_set!r}")
+    return Architecture.load(Path(run) / rows.iloc[-1]["arch_file"])

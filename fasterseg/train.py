@@ -1,0 +1,370 @@
+"""Training a network from scratch (docs/method.md §9), optionally distilled from a teacher run.
+
+Loss per micro-batch: OHEM cross-entropy on the final logits plus ``train.aux_weight`` x OHEM on the
+auxiliary 1/16 and 1/32 heads, all up-sampled to the crop (threshold ``train.ohem_thresh``, at least
+``train.ohem_keep`` x N*H*W pixels kept, label 255 ignored), plus the distillation term
+(`distill.kd_loss`) when a teacher is given. SGD with momentum and weight decay, lr x ``lr_decay`` per
+epoch, Kaiming (fan-in) initialisation, no pretrained weights.
+
+A run folder (`fasterseg.runs`) holds ``model.json`` (what is trained: an architecture or a peer, and the
+teacher), ``history/steps.csv`` and ``history/epochs.csv`` (validation mIoU every ``val_every`` epochs, and
+after the first and the last), checkpoint generations of ``last`` and of ``best`` (best validation mIoU),
+and at the end ``model_best.pt``/``model_last.pt`` (state dicts, ``weights_only``). Batches are a pure
+function of (seed, epoch, step), so a resumed run equals an uninterrupted one. Under ``torchrun`` the
+global batch is split across ranks (DistributedDataParallel averages the gradients), which equals one
+process accumulating the same micro-batches (``train.accumulate``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import RunConfig
+from .data.batching import batch_at, chunk
+from .data.cityscapes import build_dataset
+from .data.prepare import prepare_data
+from .data.transforms import EvalTransform, TrainTransform
+from .distill import Teacher, kd_loss
+from .losses import ohem_cross_entropy
+from .runs import RunDir, RunError, StopFlag, already_done, drive
+from .runtime import Runtime
+
+TRAIN_SECTIONS = ("data", "train", "distill", "runtime")
+EXPLODING_LOSS = 1e3  # a step loss above this (cross-entropy starts near ln(19) ~ 3) stops the run
+EPOCH_COLUMNS = ["epoch", "step", "lr", "loss", "val_miou", "val_pixel_accuracy", "best_miou", "seconds"]
+STEP_COLUMNS = ["step", "epoch", "lr", "loss", "loss_main", "loss_aux", "loss_kd", "seconds"]
+
+
+class TrainError(RunError):
+    """Training cannot start or continue; the message says why and what was kept."""
+
+
+# -- what is trained ---------------------------------------------------------------------------------------
+def model_spec(model: str | Path | dict, num_classes: int) -> dict:
+    """The JSON description of a network to train: ``peer:<name>`` (see `fasterseg.peers`), a published
+    name, or an architecture JSON file. Raises `ArchitectureError`/`ValueError` with a one-line message."""
+    if isinstance(model, dict):
+        return model
+    text = str(model)
+    if text.startswith("peer:"):
+        from .peers import PEERS
+
+        name = text[5:]
+        if name not in PEERS:
+            raise ValueError(f"unknown peer {name!r}; choose one of {', '.join('peer:' + p for p in PEERS)}")
+        return {"kind": "peer", "name": name, "num_classes": num_classes}
+    from . import published
+
+    arch = published.resolve(text)
+    if arch.num_classes != num_classes:
+        raise ValueError(f"{text} predicts {arch.num_classes} classes but data.num_classes={num_classes}")
+    return {"kind": "arch", "arch": json.loads(arch.to_json()), "num_classes": num_classes}
+
+
+def build_model(spec: dict, num_classes: int, aux: bool = True) -> nn.Module:
+    """The network of a `model_spec`; with its auxiliary training heads `forward(x, aux=True)` returns
+    (logits, aux16, aux32), all at the input size (``aux=False``: the inference network only)."""
+    if spec["kind"] == "peer":
+        from .peers import PEERS
+
+        return PEERS[spec["name"]](num_classes, aux=aux)
+    from .arch import Architecture
+    from .network import DerivedNet
+
+    return DerivedNet(Architecture.from_dict(spec["arch"]), aux=aux)
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """The original's initialisation: Kaiming normal (fan-in, ReLU) convolutions, BN weight 1, bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def model_weights_path(run: Path, which: str = "best") -> Path:
+    return Path(run) / f"model_{which}.pt"
+
+
+def segmentation_loss(outputs, y: torch.Tensor, tc) -> tuple[torch.Tensor, dict[str, float]]:
+    """OHEM on the final logits + aux_weight x OHEM on each auxiliary head present (`tc`: `TrainConfig`)."""
+    main, *aux = outputs
+    keep = int(tc.ohem_keep * y.numel())
+    loss_main = ohem_cross_entropy(main.float(), y, tc.ohem_thresh, keep)
+    loss_aux = sum((ohem_cross_entropy(a.float(), y, tc.ohem_thresh, keep) for a in aux if a is not None),
+                   torch.zeros((), device=y.device))
+    return loss_main + tc.aux_weight * loss_aux, {"loss_main": float(loss_main.detach()),
+                                                 "loss_aux": float(loss_aux.detach())}
+
+
+# -- the trainer -----------------------------------------------------------------------------------------
+@dataclass
+class Position:
+    epoch: int = 0
+    epoch_step: int = 0
+    step: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+
+
+class Trainer:
+    """The state of one training (model, optimiser, schedule, position) and its step; no files."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module, runtime: Runtime, teacher: Teacher | None = None):
+        self.cfg, self.rt, self.teacher = cfg, runtime, teacher
+        tc = cfg.train
+        self.model = model.to(runtime.device)
+        self.net = self.model
+        if runtime.world > 1:
+            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            # some peers carry heads the two-head loss does not use (BiSeNetV2 has four boosters)
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=tc.lr, momentum=tc.momentum,
+                                   weight_decay=tc.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, tc.lr_decay)
+        self.scaler = runtime.scaler()
+        self.pos = Position()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on this rank's batch (N, 3, H, W), (N, H, W), in ``train.accumulate``
+        micro-batches; returns the logged losses (means over the micro-batches)."""
+        tc, d = self.cfg.train, self.cfg.distill
+        self.opt.zero_grad(set_to_none=True)
+        parts = {"loss": 0.0, "loss_main": 0.0, "loss_aux": 0.0, "loss_kd": 0.0}
+        n = tc.accumulate
+        for k in range(n):
+            xm, ym = self.rt.to(*(t[chunk(list(range(len(t))), k, n)] for t in (x, y)))
+            sync = k == n - 1 or self.rt.world == 1
+            with (self.net.no_sync() if not sync else _null()):
+                with self.rt.autocast():
+                    outputs = self.net(xm, aux=True)
+                loss, p = segmentation_loss(outputs, ym, tc)
+                if self.teacher is not None and d.weight > 0:
+                    with self.rt.autocast():
+                        zt = self.teacher(xm)
+                    kd = kd_loss(outputs[0], zt, d.temperature, d.reduction)
+                    p["loss_kd"] = float(kd.detach())
+                    loss = loss + d.weight * kd
+                self._check(loss)
+                self.scaler.scale(loss / n).backward()
+            for key in p:
+                parts[key] += p[key] / n
+            parts["loss"] += float(loss.detach()) / n
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return parts
+
+    def _check(self, loss: torch.Tensor) -> None:
+        v = float(loss.detach())
+        if not np.isfinite(v) or v > EXPLODING_LOSS:
+            what = "became " + str(v) if not np.isfinite(v) else f"exploded to {v:.3g} (> {EXPLODING_LOSS:g})"
+            raise TrainError(f"the training loss {what} at epoch {self.pos.epoch + 1} step {self.pos.epoch_step + 1} "
+                             f"(global step {self.pos.step + 1}); lower train.lr or check the data")
+
+    def validate(self, val) -> tuple[float, float]:
+        """(mIoU, pixel accuracy) on the validation split, whole images at full resolution."""
+        from .evaluate import evaluate_model
+
+        e = self.cfg.eval
+        scores, _ = evaluate_model(self.model, val, self.cfg.data.num_classes, flip=False, batch_size=e.batch_size,
+                                   images=self.cfg.train.val_images, runtime=self.rt)
+        return scores.miou, scores.pixel_accuracy
+
+    def state_dict(self) -> dict:
+        return {"position": asdict(self.pos), "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.pos = Position(**state["position"])
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+class TrainRun:
+    """A `Trainer` driven through its epochs in a run folder, with records, validation and checkpoints."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, trainer: Trainer, progress: bool = True,
+                 on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None):
+        self.cfg, self.run, self.t, self.progress = cfg, run, trainer, progress
+        self.on_step, self.on_epoch = on_step, on_epoch
+        tc = cfg.train
+        self.train = build_dataset(cfg.data, "train", TrainTransform(*tc.crop, tc.scale_min, tc.scale_max,
+                                                                     flip=tc.flip))
+        self.val = build_dataset(cfg.data, "val", EvalTransform())
+        self.indices = np.arange(len(self.train))
+        self.tables = {"steps": run.table("steps", STEP_COLUMNS),
+                       "epochs": run.table("epochs", EPOCH_COLUMNS)} if run.main else {}
+
+    def total_steps(self) -> int:
+        return self.cfg.train.epochs * self.cfg.train.steps_per_epoch
+
+    def save(self, tag: str = "last") -> Path | None:
+        return self.run.save_checkpoint(self.t.state_dict(), self.t.pos.step, tag) if self.run.main else None
+
+    def resume(self) -> str:
+        state, path = self.run.load_checkpoint()
+        self.t.load_state_dict(state)
+        for t in self.tables.values():
+            t.truncate_after(self.t.pos.step)
+        return f"resumed from {path.name}: epoch {self.t.pos.epoch + 1}, step {self.t.pos.step}"
+
+    def loop(self, max_steps: int | None, stop: StopFlag | None) -> str:
+        from tqdm.auto import tqdm
+
+        tc, t, rt = self.cfg.train, self.t, self.t.rt
+        budget = None if max_steps is None else t.pos.step + max_steps
+        for epoch in range(t.pos.epoch, tc.epochs):
+            t0, losses = time.perf_counter(), []
+            bar = tqdm(range(t.pos.epoch_step, tc.steps_per_epoch), desc=f"train {epoch + 1}/{tc.epochs}",
+                       disable=not (self.progress and rt.main), leave=False)
+            for es in bar:
+                if budget is not None and t.pos.step >= budget:
+                    return "capped"
+                if stop is not None and stop.requested:
+                    return "interrupted"
+                ts = time.perf_counter()
+                x, y = batch_at(self.train, self.indices, tc.batch_size, epoch, es, tc.seed, 3, rt.rank, rt.world)
+                row = {"lr": t.opt.param_groups[0]["lr"], **t.step(x, y)}
+                t.pos.epoch_step, t.pos.step = es + 1, t.pos.step + 1
+                row.update(step=t.pos.step, epoch=epoch, seconds=time.perf_counter() - ts)
+                losses.append(row["loss"])
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                if rt.main:
+                    self.tables["steps"].add([row])
+                    if self.on_step:
+                        self.on_step(row)
+                    if t.pos.step % tc.checkpoint_every == 0 and t.pos.epoch_step < tc.steps_per_epoch:
+                        self.save()
+            t.sched.step()
+            self.end_epoch(epoch, losses, time.perf_counter() - t0)
+        return "done"
+
+    def end_epoch(self, epoch: int, losses: list[float], seconds: float) -> None:
+        tc, t = self.cfg.train, self.t
+        row = {"epoch": epoch, "step": t.pos.step, "lr": t.opt.param_groups[0]["lr"],
+               "loss": float(np.mean(losses)) if losses else float("nan"), "seconds": seconds}
+        if epoch == 0 or (epoch + 1) % tc.val_every == 0 or epoch == tc.epochs - 1:
+            row["val_miou"], row["val_pixel_accuracy"] = t.validate(self.val)
+            if row["val_miou"] > t.pos.best_miou:
+                t.pos.best_miou, t.pos.best_epoch = row["val_miou"], epoch
+                t.pos.epoch, t.pos.epoch_step = epoch + 1, 0
+                self.save("best")
+        row["best_miou"] = t.pos.best_miou
+        t.pos.epoch, t.pos.epoch_step = epoch + 1, 0
+        self.save()
+        if not self.run.main:
+            return
+        self.tables["epochs"].add([row])
+        if self.progress:
+            val = (f" | val mIoU {100 * row['val_miou']:.1f} (best {100 * t.pos.best_miou:.1f})"
+                   if "val_miou" in row else "")
+            print(f"[train {epoch + 1}/{tc.epochs}] {seconds:.0f} s | loss {row['loss']:.3f} | lr {row['lr']:.3g}{val}",
+                  flush=True)
+        if self.on_epoch:
+            self.on_epoch(row)
+
+    def write_weights(self) -> None:
+        """model_last.pt and model_best.pt: state dicts of the final and of the best-validated model."""
+        from .runs import atomic_write
+
+        if not self.run.main:
+            return
+        for which, state in (("last", self.t.model.state_dict()),
+                             ("best", self.run.load_checkpoint("best")[0]["model"])):
+            import io
+
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write(model_weights_path(self.run.path, which), buf.getvalue())
+
+
+def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume: bool = False,
+              teacher: str | Path | None = None, progress: bool = True, max_steps: int | None = None,
+              on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Train `model` (see `model_spec`) from scratch into the run folder `out`, distilled from the finished
+    training run `teacher` when given; `resume` continues it. Returns the run folder. Like `run_search`:
+    validates everything first, refuses another run's folder or a changed config or model, stops cleanly
+    on Ctrl-C, a non-finite or exploding loss, or after `max_steps` steps of this call."""
+    from .paths import check_writable
+
+    say = print if progress else (lambda *a, **k: None)
+    cfg.validate(TRAIN_SECTIONS + ("eval",))
+    tc = cfg.train
+    runtime = Runtime.start(cfg.runtime)
+    if tc.batch_size % (runtime.world * tc.accumulate):
+        raise TrainError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes "
+                         f"({runtime.world}) x train.accumulate ({tc.accumulate})")
+    check_writable(out)
+    out = Path(out)
+    spec = model_spec(model, cfg.data.num_classes)
+    if teacher is not None:
+        spec = {**spec, "teacher": str(teacher)}
+    if resume and already_done(out, "train", cfg, TRAIN_SECTIONS):
+        _check_same_model(out, spec)
+        say(f"the training in {out} is already complete; nothing to do")
+        return out
+    if runtime.main:
+        prepare_data(cfg.data, progress=progress)
+    teach = Teacher(teacher, cfg.data.num_classes, cfg.data, str(model), runtime.device) if teacher else None
+    torch.manual_seed(tc.seed)
+    net = build_model(spec, cfg.data.num_classes)
+    kaiming_init(net)
+    runtime.barrier()
+    if runtime.main:
+        if resume:
+            _check_same_model(out, spec)
+        run = RunDir.start(out, "train", cfg, TRAIN_SECTIONS, resume=resume)
+        if not resume:
+            (out / "model.json").write_text(json.dumps(spec, indent=1) + "\n")
+    runtime.barrier()
+    if not runtime.main:
+        run = RunDir.attach(out, "train")
+    try:
+        tr = TrainRun(cfg, run, Trainer(cfg, net, runtime, teach), progress, on_step, on_epoch)
+        if resume and any(run.checkpoints.paths()):
+            msg = tr.resume()
+            if runtime.main:
+                say(msg)
+        outcome = drive(run, lambda stop: tr.loop(max_steps, stop), tr.save, lambda: tr.t.pos.step, tr.total_steps(),
+                        max_steps, TrainError, say)
+        if outcome == "done":
+            tr.write_weights()
+    finally:
+        run.close()
+    return out
+
+
+def _check_same_model(out: Path, spec: dict) -> None:
+    f = out / "model.json"
+    if not f.exists():
+        return
+    stored = json.loads(f.read_text())
+    if stored != json.loads(json.dumps(spec)):
+        diff = sorted(k for k in set(stored) | set(spec) if stored.get(k) != json.loads(json.dumps(spec)).get(k))
+        raise TrainError(f"the run in {out} trains another model ({f} differs in {', '.join(diff)}); resume with "
+                         "the same --model and --teacher, or choose another --out")
