@@ -160,7 +160,7 @@ class ExportConfig:
     interpolation: str = "bilinear"  # bilinear | nearest (the original's TensorRT figure used nearest)
     height: int = 1024
     width: int = 2048
-    tolerance: float = 1e-3  # max |logit difference| ONNX Runtime vs PyTorch
+    tolerance: float = 1e-5  # max |logit difference| ONNX Runtime vs PyTorch, relative to the largest |logit|
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Losses: OHEM cross-entropy (the original's segmentation loss) and the supernet's weight loss.
 
 OHEM keeps the pixels whose probability of the true class is at most 0.7, and at least `min_kept`
-of the hardest pixels (batch*H*W/16 at label resolution); label 255 is ignored.
+of the hardest pixels (batch*H*W/16 at label resolution); label 255 is ignored. With fewer valid
+pixels than `min_kept` every valid pixel is kept (as the original).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float
     if num_valid == 0:
         return logits.sum() * 0.0
     tgt = target.clone()
-    if 0 < min_kept <= num_valid:
+    if min_kept <= num_valid:  # as the original: with fewer valid pixels than min_kept, every one is kept
         with torch.no_grad():
             prob = F.softmax(logits, 1).gather(1, tgt.clamp(max=logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
-            p_valid = prob[valid]
-            kth = torch.kthvalue(p_valid, min(min_kept, p_valid.numel())).values
-            threshold = torch.maximum(kth, torch.tensor(thresh, dtype=kth.dtype))
+            threshold = torch.tensor(thresh, dtype=prob.dtype)
+            if min_kept > 0:
+                threshold = torch.maximum(torch.kthvalue(prob[valid], min_kept).values, threshold)
             tgt[valid & (prob > threshold)] = ignore
     return F.cross_entropy(logits, tgt, ignore_index=ignore)
 

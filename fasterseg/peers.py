@@ -317,6 +317,8 @@ class BiSeNetV2(PeerNet):
     the two deepest, mirroring the kit's 1/16 and 1/32 auxiliary losses; `boosters(x)` returns all
     four for the paper's full booster loss."""
 
+    has_unused_heads = True  # four booster heads, of which the kit's two-head loss uses s4 and s5
+
     def __init__(self, num_classes: int = 19, aux: bool = True, head_width: int = 1024, booster_width: int = 128):
         super().__init__(aux)
         self.detail = nn.Sequential(

@@ -129,7 +129,8 @@ class Trainer:
         if runtime.world > 1:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             # some peers carry heads the two-head loss does not use (BiSeNetV2 has four boosters)
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            unused = getattr(self.model, "has_unused_heads", False)
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                    weight_decay=tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, tc.lr_decay)
