@@ -164,6 +164,11 @@ def summary_lines(res: dict) -> list[str]:
     """The human-readable lines of a benchmark result (`bench_supernet` or `bench_search`)."""
     env = res["environment"]
     head = f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]"
+    if "pipeline" in res:
+        p = res["pipeline"]
+        return [f"{head} profile {res['profile']}: the whole pipeline in {p['seconds']:.0f} s "
+                f"({p['ratio_to_reference']:.0f}x the reference conv, {p['reference_gmacs_per_s']:.0f} GMAC/s)"] + [
+                f"  {s['stage']}: {s['seconds']:.1f} s" for s in p["stages"]]
     if "search_step" in res:
         r = res["search_step"]
         return [f"{head} profile {res['profile']}: L={r['layers']} F={r['fch']}, batch {r['batch']} at "
@@ -184,3 +189,31 @@ def summary_lines(res: dict) -> list[str]:
             f"  same on ONNX Runtime (CPU provider, {env['threads']} thread(s)): {o['median_ms']:.0f} ms "
             f"({o['fps']:.1f} FPS), {o['achieved_gmacs_per_s']:.0f} GMAC/s; ratio {o['ratio_to_reference']:.2f}; "
             f"{i['median_ms'] / o['median_ms']:.2f}x faster than eager PyTorch"]
+
+
+def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
+    """The whole `fasterseg pipeline` end to end in a fresh folder (data generated into it too): seconds per
+    stage and in total, with the reference convolution's rate measured before and after (the machine's
+    speed varies from day to day; compare runs by the ratio)."""
+    import tempfile
+
+    from .config import apply_overrides, profile
+    from .pipeline import run_pipeline
+
+    before = interleaved(lambda: None, rounds=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = apply_overrides(profile(profile_name), [f"data.root={tmp}/data"]
+                              + ([f"runtime.threads={threads}"] if threads else []))
+        marks, t0 = [], time.perf_counter()
+        run_pipeline(cfg, Path(tmp) / "run", say=lambda line: marks.append((time.perf_counter() - t0, line)),
+                     progress=False)
+        total = time.perf_counter() - t0
+    after = interleaved(lambda: None, rounds=10)
+    stages, last = [], 0.0
+    for t, line in marks:
+        stages.append({"stage": line.split("]")[0].strip("["), "seconds": t - last})
+        last = t
+    ref_ms = (before["reference_median_ms"] + after["reference_median_ms"]) / 2
+    return {"environment": environment(threads or torch.get_num_threads()), "profile": profile_name,
+            "pipeline": {"seconds": total, "stages": stages, "reference_conv_ms": ref_ms,
+                         "reference_gmacs_per_s": REF_MACS / ref_ms / 1e6, "ratio_to_reference": total * 1e3 / ref_ms}}

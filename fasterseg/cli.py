@@ -91,10 +91,13 @@ def cmd_arch_import(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_search, bench_supernet, summary_lines, write
+    from .bench import bench_pipeline, bench_search, bench_supernet, summary_lines, write
 
     name = args.profile or "tiny"
-    res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
+    if args.bench_cmd == "pipeline":
+        res = bench_pipeline(name, args.threads)
+    else:
+        res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
     print("\n".join(summary_lines(res)))
     print(write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
     return 0
@@ -213,153 +216,121 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="fasterseg", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
+def cmd_study(args) -> int:
+    from . import studies
 
-    for name in ("pipeline", "demo"):
-        p = sub.add_parser(
-            name,
-            help="the main job: data, latency table, search, training, distillation, evaluation, export, report"
-            + (" (alias of pipeline)" if name == "demo" else ""),
-        )
+    cfg = _config(args)
+    seeds = tuple(args.seeds)
+    if args.study_cmd == "distill":
+        df = studies.distill_study(cfg, resolve(args.pipeline), seeds)
+    else:
+        df = studies.collapse_training(cfg, resolve(args.study), seeds)
+    print(df.round(4).to_string(index=False))
+    print(studies.mean_std(df, cols=("miou",)).round(4).to_string())
+    return 0
+
+
+def _cmd(parent, name: str, func, help: str, profile: bool = True, *args: tuple) -> argparse.ArgumentParser:
+    """A subcommand: `args` are (flags..., kwargs) tuples for `add_argument`."""
+    p = parent.add_parser(name, help=help)
+    if profile:
         _add_profile(p)
-        p.add_argument("--out", help="output folder (default runs/pipeline-<profile>)")
-        p.set_defaults(func=cmd_pipeline)
+    for a in args:
+        kw = dict(a[-1])
+        if kw.get("type") == "positive":
+            kw["type"] = _positive
+        p.add_argument(*a[:-1], **kw)
+    p.set_defaults(func=func)
+    return p
 
-    p = sub.add_parser("config", help="print the config of a profile (with overrides) as JSON")
-    _add_profile(p)
-    p.set_defaults(func=cmd_config)
 
-    data = sub.add_parser("data", help="generate or check data sets").add_subparsers(dest="data_cmd", required=True)
-    p = data.add_parser("generate", help="write the synthetic street scenes in the Cityscapes layout")
-    _add_profile(p)
-    p.add_argument("--root", help="output folder (default: data.root of the profile)")
-    p.set_defaults(func=cmd_data_generate)
-    p = data.add_parser("check", help="validate a data tree and print counts and class frequencies")
-    p.add_argument("--root", required=True, help="the data root (Cityscapes or CamVid layout)")
-    p.add_argument("--dataset", choices=("cityscapes", "camvid"), default="cityscapes")
-    p.add_argument("--splits", nargs="+", default=["train", "val"])
-    p.set_defaults(func=cmd_data_check)
+def _group(sub, name: str, help: str):
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_cmd", required=True)
 
-    arch = sub.add_parser("arch", help="show or import architectures").add_subparsers(dest="arch_cmd", required=True)
-    p = arch.add_parser("show", help="print an architecture as a table with its parameter and MAC totals")
-    p.add_argument("file", help="architecture JSON file, or a published name (fasterseg_student, fasterseg_teacher)")
-    p.add_argument(
-        "--size",
-        nargs=2,
-        type=int,
-        default=[1024, 2048],
-        metavar=("H", "W"),
-        help="input size for the counts (default 1024 2048)",
-    )
-    p.add_argument("--no-aux", action="store_true", help="count without the auxiliary training heads")
-    p.set_defaults(func=cmd_arch_show)
-    p = arch.add_parser("import", help="convert the original arch_0.pt/arch_1.pt into JSON (restricted unpickling)")
-    p.add_argument("--reference", default="../shared/reference", help="folder holding arch_0.pt and arch_1.pt")
-    p.add_argument("--out", default="fasterseg/published", help="where to write the JSON files")
-    p.set_defaults(func=cmd_arch_import)
 
-    p = sub.add_parser("search", help="pretrain + co-search teacher and student (resumable)")
-    _add_profile(p)
-    p.add_argument("--out", help="run directory (default runs/search-<profile>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
-    p.add_argument(
-        "--max-steps",
-        type=_positive,
-        help="stop after this many steps of this call, with a checkpoint (continue later with --resume)",
-    )
-    p.set_defaults(func=cmd_search)
+OUT = ("--out", {"help": "output folder"})
+RESUME = ("--resume", {"action": "store_true", "help": "continue the run in --out from its last good checkpoint"})
+MAX_STEPS = ("--max-steps", {"type": "positive", "help": "stop after this many steps of this call, with a checkpoint "
+                                                           "(continue later with --resume)"})
+RUN = ("run", {"help": "a finished training run"})
+WEIGHTS = ("--weights", {"choices": ("best", "last"), "default": "best"})
+SEEDS = ("--seeds", {"nargs": "+", "type": int, "default": [0, 1, 2]})
+BACKEND = ("--backend", {"choices": ("torch", "onnxruntime", "tensorrt"), "help": "default: latency.backend"})
+THREADS = ("--threads", {"type": int, "help": "default: latency.threads"})
 
-    p = sub.add_parser("collapse", help="coarse vs decoupled latency penalty at equal lambda: a side-by-side table")
-    _add_profile(p)
-    p.add_argument("--out", help="study directory (default runs/collapse-<profile>)")
-    p.add_argument("--jobs", type=_positive, default=1, help="2 runs both searches at once, one thread each")
-    p.add_argument("--resume", action="store_true", help="continue unfinished searches of the study")
-    p.set_defaults(func=cmd_collapse)
 
-    p = sub.add_parser("train", help="train a network from scratch (optionally distilled from a teacher run)")
-    _add_profile(p)
-    p.add_argument("--model", help="architecture JSON, published name (fasterseg_student) or peer:NAME "
-                   "(fast_scnn, lraspp_mnv3_large, bisenetv2, ddrnet23_slim)")
-    p.add_argument("--teacher", help="a finished training run to distil from")
-    p.add_argument("--out", help="run directory (default runs/train-<profile>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
-    p.add_argument("--max-steps", type=_positive, help="stop after this many steps of this call, with a checkpoint")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="whole-image mIoU, per-class IoU, majority baseline, measured latency")
-    _add_profile(p)
-    p.add_argument("run", help="a finished training run")
-    p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("export", help="ONNX (BN folded) checked against PyTorch; TensorRT where available")
-    _add_profile(p)
-    p.add_argument("run", help="a finished training run")
-    p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--out", help="output folder (default <run>/export)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("predict", help="colour overlays (and Cityscapes label-id PNGs) for a folder of images")
-    p.add_argument("run", help="a finished training run")
-    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--label-ids", action="store_true", help="also write label-id PNGs for the Cityscapes server")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored image")
-    p.set_defaults(func=cmd_predict)
-
-    lat = sub.add_parser("latency", help="latency tables: build, show, validate, import")
-    lat = lat.add_subparsers(dest="latency_cmd", required=True)
-    p = lat.add_parser("build", help="measure every block of the search space on this machine (resumable)")
-    _add_profile(p)
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), help="default: latency.backend")
-    p.add_argument("--threads", type=int, help="default: latency.threads")
-    p.add_argument("--out", help="CSV path (default: latency.table); a .json sidecar goes next to it")
-    p.add_argument("--no-resume", action="store_true", help="start over instead of continuing a partial table")
-    p.set_defaults(func=cmd_latency_build)
-    p = lat.add_parser("show", help="summarise a table; with --arch, predict networks' latency")
-    _add_profile(p)
-    p.add_argument("--table", help="CSV path (default: latency.table of the profile)")
-    p.add_argument("--arch", nargs="*", help="architecture names or JSON files to predict")
-    p.set_defaults(func=cmd_latency_show)
-    p = lat.add_parser("validate", help="predicted vs measured latency of random derived networks")
-    _add_profile(p)
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"))
-    p.add_argument("--threads", type=int)
-    p.add_argument("--networks", type=int, help="how many random networks (default: latency.validate_networks)")
-    p.add_argument(
-        "--compare", nargs="*", choices=("onnxruntime", "torch"), help="also time the networks on these backends"
-    )
-    p.add_argument("--no-figure", action="store_true", help="write no scatter figure (for reference logs under data/)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default runs/latency-validate-<profile>)")
-    p.set_defaults(func=cmd_latency_validate)
-    p = lat.add_parser("import", help="convert the original 1080Ti TensorRT table (restricted unpickling)")
-    p.add_argument("--reference", default="../shared/reference")
-    p.add_argument("--out", default="data/latency/gtx1080ti_tensorrt_1024x2048.csv")
-    p.set_defaults(func=cmd_latency_import)
-
-    bench = sub.add_parser("bench", help="benchmarks (ratios against a reference timed in the same run)")
-    bench = bench.add_subparsers(dest="bench_cmd", required=True)
-    for name, help_ in (
-        ("supernet", "supernet training step and the published student's inference time"),
-        ("search", "seconds per search step and images/s"),
-    ):
-        p = bench.add_parser(name, help=help_)
-        p.add_argument("--profile", choices=PROFILE_NAMES, default=None)
-        p.add_argument(
-            "--threads", type=_positive, default=1, help="torch threads (1: the steadiest on a shared machine)"
-        )
-        p.add_argument("--rounds", type=_positive, default=5, help="timed rounds, each interleaved with the reference")
-        p.add_argument("--out", help="JSON path (default runs/bench/<name>-<profile>.json)")
-        p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("figures", help="regenerate every figure in figures/ from data and logged runs")
-    p.add_argument("--out", default="figures")
-    p.set_defaults(func=cmd_figures)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fasterseg", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    main_job = "the main job: data, latency table, search, training, distillation, evaluation, export, report"
+    _cmd(sub, "pipeline", cmd_pipeline, main_job, True, OUT)
+    _cmd(sub, "demo", cmd_pipeline, "alias of pipeline", True, OUT)
+    _cmd(sub, "config", cmd_config, "print the config of a profile (with overrides) as JSON")
+    data = _group(sub, "data", "generate or check data sets")
+    _cmd(data, "generate", cmd_data_generate, "write the synthetic street scenes in the Cityscapes layout", True,
+         ("--root", {"help": "output folder (default: data.root of the profile)"}))
+    _cmd(data, "check", cmd_data_check, "validate a data tree and print counts and class frequencies", False,
+         ("--root", {"required": True, "help": "the data root (Cityscapes or CamVid layout)"}),
+         ("--dataset", {"choices": ("cityscapes", "camvid"), "default": "cityscapes"}),
+         ("--splits", {"nargs": "+", "default": ["train", "val"]}))
+    arch = _group(sub, "arch", "show or import architectures")
+    _cmd(arch, "show", cmd_arch_show, "print an architecture as a table with its parameter and MAC totals", False,
+         ("file", {"help": "architecture JSON file, or a published name (fasterseg_student, fasterseg_teacher)"}),
+         ("--size", {"nargs": 2, "type": int, "default": [1024, 2048], "metavar": ("H", "W"),
+                     "help": "input size for the counts (default 1024 2048)"}),
+         ("--no-aux", {"action": "store_true", "help": "count without the auxiliary training heads"}))
+    _cmd(arch, "import", cmd_arch_import, "convert the original arch_0.pt/arch_1.pt into JSON (restricted unpickling)",
+         False, ("--reference", {"default": "../shared/reference", "help": "folder holding arch_0.pt and arch_1.pt"}),
+         ("--out", {"default": "fasterseg/published", "help": "where to write the JSON files"}))
+    _cmd(sub, "search", cmd_search, "pretrain + co-search teacher and student (resumable)", True, OUT, RESUME,
+         MAX_STEPS)
+    _cmd(sub, "collapse", cmd_collapse, "coarse vs decoupled latency penalty at equal lambda: a side-by-side table",
+         True, OUT, ("--jobs", {"type": "positive", "default": 1, "help": "2 runs both searches at once"}),
+         ("--resume", {"action": "store_true", "help": "continue unfinished searches of the study"}))
+    _cmd(sub, "train", cmd_train, "train a network from scratch (optionally distilled from a teacher run)", True,
+         ("--model", {"help": "architecture JSON, published name (fasterseg_student) or peer:NAME (fast_scnn, "
+                              "lraspp_mnv3_large, bisenetv2, ddrnet23_slim)"}),
+         ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, MAX_STEPS)
+    _cmd(sub, "evaluate", cmd_evaluate, "whole-image mIoU, per-class IoU, majority baseline, measured latency", True,
+         RUN, WEIGHTS)
+    _cmd(sub, "export", cmd_export, "ONNX (BN folded) checked against PyTorch; TensorRT where available", True, RUN,
+         WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}))
+    _cmd(sub, "predict", cmd_predict, "colour overlays (and Cityscapes label-id PNGs) for a folder of images", False,
+         RUN, ("--images", {"required": True, "help": "folder of images (searched recursively)"}),
+         ("--out", {"required": True, "help": "output folder"}),
+         ("--label-ids", {"action": "store_true", "help": "also write label-id PNGs for the Cityscapes server"}),
+         ("--flip", {"action": "store_true", "help": "average with the mirrored image"}))
+    study = _group(sub, "study", "training studies: same budget, several seeds")
+    _cmd(study, "distill", cmd_study, "a pipeline's student with and without distillation", True,
+         ("--pipeline", {"required": True, "help": "a finished pipeline folder"}), SEEDS)
+    _cmd(study, "collapse", cmd_study, "the collapse study's students trained from scratch", True,
+         ("--study", {"required": True, "help": "a collapse study folder (with coarse/ and decoupled/)"}), SEEDS)
+    lat = _group(sub, "latency", "latency tables: build, show, validate, import")
+    _cmd(lat, "build", cmd_latency_build, "measure every block of the search space on this machine (resumable)", True,
+         BACKEND, THREADS, ("--out", {"help": "CSV path (default: latency.table); a .json sidecar goes next to it"}),
+         ("--no-resume", {"action": "store_true", "help": "start over instead of continuing a partial table"}))
+    _cmd(lat, "show", cmd_latency_show, "summarise a table; with --arch, predict networks' latency", True,
+         ("--table", {"help": "CSV path (default: latency.table of the profile)"}),
+         ("--arch", {"nargs": "*", "help": "architecture names or JSON files to predict"}))
+    _cmd(lat, "validate", cmd_latency_validate, "predicted vs measured latency of random derived networks", True,
+         BACKEND, THREADS, ("--networks", {"type": int, "help": "how many (default: latency.validate_networks)"}),
+         ("--compare", {"nargs": "*", "choices": ("onnxruntime", "torch"), "help": "also time on these backends"}),
+         ("--no-figure", {"action": "store_true", "help": "write no scatter figure (reference logs under data/)"}),
+         ("--seed", {"type": int, "default": 0}), ("--out", {"help": "default runs/latency-validate-<profile>"}))
+    _cmd(lat, "import", cmd_latency_import, "convert the original 1080Ti TensorRT table (restricted unpickling)", False,
+         ("--reference", {"default": "../shared/reference"}),
+         ("--out", {"default": "data/latency/gtx1080ti_tensorrt_1024x2048.csv"}))
+    bench = _group(sub, "bench", "benchmarks (ratios against a reference timed in the same run)")
+    for name, help_ in (("supernet", "supernet training step and the published student's inference time"),
+                        ("search", "seconds per search step and images/s"),
+                        ("pipeline", "the whole pipeline end to end, per stage")):
+        _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
+             ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),
+             ("--rounds", {"type": "positive", "default": 5, "help": "timed rounds, interleaved with the reference"}),
+             ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}))
+    _cmd(sub, "figures", cmd_figures, "regenerate every figure in figures/ from data and logged runs", False,
+         ("--out", {"default": "figures"}))
     return ap
 
 

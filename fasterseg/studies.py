@@ -1,5 +1,6 @@
-"""Studies made of several searches: the collapse study (coarse vs decoupled penalty at equal lambda)
-and the side-by-side comparison of runs that its table and notebook 04 read."""
+"""Studies made of several runs: the collapse study (coarse vs decoupled penalty at equal lambda) and the
+side-by-side comparison of its searches; training studies under one budget and several seeds (a student
+with and without distillation; the collapse study's students trained from scratch)."""
 from __future__ import annotations
 
 import copy
@@ -67,3 +68,70 @@ def run_collapse(cfg: RunConfig, out: str | Path, jobs: int = 1, progress: bool 
     table = compare_runs({m: out / m for m in cfgs})
     table.to_csv(out / "comparison.csv")
     return table
+
+
+# -- training studies ------------------------------------------------------------------------------------
+def train_variants(cfg: RunConfig, variants: dict[str, dict], seeds: tuple[int, ...], out: str | Path,
+                   progress: bool = True) -> pd.DataFrame:
+    """Train every variant (name -> {"model": architecture file or peer, "teacher": run or None}) once per
+    seed under the same budget (`cfg.train`), evaluate each (`evaluate.evaluate_run`), and return one row
+    per run: variant, seed, mIoU, pixel accuracy, best validation mIoU during training, params, GMACs and
+    measured latency. Runs already finished are reused; written to ``<out>/results.csv``."""
+    from .evaluate import evaluate_run
+    from .runs import run_status
+    from .train import run_train
+
+    out = Path(out)
+    rows = []
+    for name, v in variants.items():
+        for seed in seeds:
+            c = copy.deepcopy(cfg)
+            c.train.seed = seed
+            run = out / f"{name}-seed{seed}"
+            status = run_status(run)
+            if status != "done":
+                run_train(c, v["model"], run, resume=status == "partial", teacher=v.get("teacher"), progress=progress)
+            f = run / "eval" / "metrics.json"
+            m = json.loads(f.read_text()) if f.exists() else evaluate_run(c, run, progress=progress)
+            hist = load_history(run)["epochs"]
+            row = {"variant": name, "seed": seed, "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"],
+                   "best_val_miou": hist["val_miou"].max(), "majority_miou": m["majority_baseline"]["miou"],
+                   "params_M": m["params_M"], "GMACs": m["GMACs"]}
+            row.update({f"measured_ms_{x['backend']}": x["median_ms"] for x in m["latency"] if "median_ms" in x})
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "results.csv", index=False)
+    return df
+
+
+def mean_std(df: pd.DataFrame, by: str = "variant", cols: tuple[str, ...] = ("miou",)) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1) over seeds, per variant."""
+    g = df.groupby(by)[list(cols)]
+    return g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
+
+
+def distill_study(cfg: RunConfig, pipeline: str | Path, seeds: tuple[int, ...] = (0, 1, 2),
+                  out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """The pipeline's student trained from scratch with and without distillation from the pipeline's
+    teacher, same budget and seeds (``<pipeline>/distill-study``)."""
+    pipeline = Path(pipeline)
+    student = pipeline / "archs" / "student.json"
+    variants = {"distilled": {"model": student, "teacher": pipeline / "train-teacher"},
+                "not_distilled": {"model": student, "teacher": None}}
+    return train_variants(cfg, variants, seeds, out or pipeline / "distill-study", progress)
+
+
+def collapse_training(cfg: RunConfig, study: str | Path, seeds: tuple[int, ...] = (0, 1, 2),
+                      out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """The final students of a collapse study (coarse and decoupled penalty) trained from scratch with the
+    same budget and seeds, without distillation (``<study>/trained``); adds their predicted latency."""
+    from .runs import final_arch
+
+    study = Path(study)
+    out = Path(out) if out else study / "trained"
+    variants = {}
+    for mode in ("coarse", "decoupled"):
+        arch = final_arch(study / mode, "student")
+        variants[mode] = {"model": arch.save(out / "archs" / f"student_{mode}.json"), "teacher": None}
+    return train_variants(cfg, variants, seeds, out, progress)
