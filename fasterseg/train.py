@@ -10,7 +10,8 @@ A run folder (`fasterseg.runs`) holds ``model.json`` (what is trained: an archit
 teacher), ``history/steps.csv`` and ``history/epochs.csv`` (validation mIoU every ``val_every`` epochs, and
 after the first and the last), checkpoint generations of ``last`` and of ``best`` (best validation mIoU),
 and at the end ``model_best.pt``/``model_last.pt`` (state dicts, ``weights_only``). Batches are a pure
-function of (seed, epoch, step), so a resumed run equals an uninterrupted one. Under ``torchrun`` the
+function of (seed, epoch, step), prepared ahead in ``runtime.workers`` processes (pinned memory on CUDA),
+so a resumed run equals an uninterrupted one. Under ``torchrun`` the
 global batch is split across ranks (DistributedDataParallel averages the gradients), which equals one
 process accumulating the same micro-batches (``train.accumulate``).
 """
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig
-from .data.batching import batch_at, chunk
+from .data.batching import chunk, epoch_batches
 from .data.cityscapes import build_dataset
 from .data.prepare import prepare_data
 from .data.transforms import EvalTransform, TrainTransform
@@ -241,15 +242,17 @@ class TrainRun:
         budget = None if max_steps is None else t.pos.step + max_steps
         for epoch in range(t.pos.epoch, tc.epochs):
             t0, losses = time.perf_counter(), []
-            bar = tqdm(range(t.pos.epoch_step, tc.steps_per_epoch), desc=f"train {epoch + 1}/{tc.epochs}",
-                       disable=not (self.progress and rt.main), leave=False)
-            for es in bar:
+            first = t.pos.epoch_step
+            batches = epoch_batches(self.train, self.indices, tc.batch_size, epoch, first, tc.steps_per_epoch, tc.seed,
+                                    3, rt.workers, rt.pin_memory, rt.rank, rt.world)
+            bar = tqdm(zip(range(first, tc.steps_per_epoch), batches), total=tc.steps_per_epoch - first,
+                       desc=f"train {epoch + 1}/{tc.epochs}", disable=not (self.progress and rt.main), leave=False)
+            for es, (x, y) in bar:
                 if budget is not None and t.pos.step >= budget:
                     return "capped"
                 if stop is not None and stop.requested:
                     return "interrupted"
                 ts = time.perf_counter()
-                x, y = batch_at(self.train, self.indices, tc.batch_size, epoch, es, tc.seed, 3, rt.rank, rt.world)
                 row = {"lr": t.opt.param_groups[0]["lr"], **t.step(x, y)}
                 t.pos.epoch_step, t.pos.step = es + 1, t.pos.step + 1
                 row.update(step=t.pos.step, epoch=epoch, seconds=time.perf_counter() - ts)

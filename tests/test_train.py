@@ -279,3 +279,20 @@ def test_two_processes_equal_one_process_accumulating(data_root, tiny_arch, tmp_
             assert torch.equal(v, r1[k]), k  # DDP keeps the ranks identical
             torch.testing.assert_close(v, single[k], rtol=0, atol=1e-5)
     assert read_info(tmp_path / "two")["status"] == "done"
+
+
+def test_worker_processes_load_the_same_batches(teacher_run, data_root):
+    """Batches prepared in worker processes equal those loaded in the main process (a pure function of
+    seed, epoch and step), also for a rank's share."""
+    from fasterseg.data.batching import epoch_batches
+    from fasterseg.data.cityscapes import build_dataset
+    from fasterseg.data.transforms import TrainTransform
+
+    ds = build_dataset(train_cfg(data_root).data, "train", TrainTransform(64, 128))
+    idx = np.arange(len(ds))
+    for rank in (0, 1):
+        a = list(epoch_batches(ds, idx, 4, 1, 1, 4, 0, 3, workers=0, rank=rank, world=2))
+        b = list(epoch_batches(ds, idx, 4, 1, 1, 4, 0, 3, workers=2, rank=rank, world=2))
+        assert len(a) == len(b) == 3
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb) and len(xa) == 2
