@@ -11,6 +11,7 @@ demo: setup
 	$(PY) -m fasterseg demo --profile $(PROFILE)
 
 test: setup
+	@bash scripts/setup_browser.sh
 	$(PY) -m ruff check fasterseg tests scripts
 	FASTERSEG_PROFILE=tiny OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider

@@ -223,6 +223,12 @@ def cmd_study(args) -> int:
     seeds = tuple(args.seeds)
     if args.study_cmd == "distill":
         df = studies.distill_study(cfg, resolve(args.pipeline), seeds)
+    elif args.study_cmd == "sweep":
+        df = studies.run_sweep(cfg, resolve(args.out or f"runs/sweep-{cfg.profile}"), tuple(args.lams))
+        print(df.round(3).to_string(index=False))
+        return 0
+    elif args.study_cmd == "peers":
+        df = studies.peers_study(cfg, resolve(args.out or f"runs/peers-{cfg.profile}"), seeds)
     else:
         df = studies.collapse_training(cfg, resolve(args.study), seeds)
     print(df.round(4).to_string(index=False))
@@ -306,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
          ("--pipeline", {"required": True, "help": "a finished pipeline folder"}), SEEDS)
     _cmd(study, "collapse", cmd_study, "the collapse study's students trained from scratch", True,
          ("--study", {"required": True, "help": "a collapse study folder (with coarse/ and decoupled/)"}), SEEDS)
+    _cmd(study, "peers", cmd_study, "the peer networks trained under the same budget", True,
+         ("--out", {"help": "study folder (default runs/peers-<profile>)"}), SEEDS)
+    _cmd(study, "sweep", cmd_study, "searches over a grid of the student's latency weight, both penalties", True,
+         ("--out", {"help": "study folder (default runs/sweep-<profile>)"}),
+         ("--lams", {"nargs": "+", "type": float, "default": [0.01, 0.03, 0.1, 0.3, 1.0]}))
     lat = _group(sub, "latency", "latency tables: build, show, validate, import")
     _cmd(lat, "build", cmd_latency_build, "measure every block of the search space on this machine (resumable)", True,
          BACKEND, THREADS, ("--out", {"help": "CSV path (default: latency.table); a .json sidecar goes next to it"}),

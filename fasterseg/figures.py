@@ -153,7 +153,68 @@ def search_figures(out: Path) -> list[Path]:
     return paths
 
 
-PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures, search_figures]
+def training_figures(out: Path) -> list[Path]:
+    """From the committed reference pipeline (data/runs/pipeline-cpu) and its distillation study: training
+    curves, per-class IoU of teacher and students; the latency-accuracy plot of every trained reference
+    network (data/runs)."""
+    import pandas as pd
+
+    from .paths import resolve
+    from .runs import load_history
+    from .tradeoffs import reference_points
+    from .viz.eval_plots import plot_per_class, plot_training_curves
+    from .viz.tradeoff_plots import plot_pareto
+
+    ref = resolve("data/runs/pipeline-cpu")
+    study = ref / "distill-study"
+    if not (study / "results.csv").exists():
+        return []
+    import json
+
+    base = json.loads((ref / "train-teacher" / "eval" / "metrics.json").read_text())["majority_baseline"]["miou"]
+    hist = {"teacher": load_history(ref / "train-teacher")["epochs"],
+            "student, distilled": load_history(study / "distilled-seed0")["epochs"],
+            "student, not distilled": load_history(study / "not_distilled-seed0")["epochs"]}
+    axes = plot_training_curves(hist, baseline=base)
+    paths = [save_figure(axes[0].figure, out / "training_curves_cpu.png")]
+    plt.close(axes[0].figure)
+
+    def per_class(v):
+        t = [pd.read_csv(study / f"{v}-seed{s}" / "eval" / "per_class.csv", index_col="class")["iou"]
+             for s in (0, 1, 2)]
+        return pd.concat(t, axis=1).mean(axis=1).to_frame("iou")
+
+    tables = {"teacher": pd.read_csv(ref / "train-teacher" / "eval" / "per_class.csv", index_col="class"),
+              "student, distilled": per_class("distilled"), "student, not distilled": per_class("not_distilled")}
+    ax = plot_per_class(tables, baseline=base, stamp="per-class IoU, students averaged over 3 seeds (cpu profile)")
+    paths.append(save_figure(ax.figure, out / "training_per_class_cpu.png"))
+    plt.close(ax.figure)
+    points = reference_points("data/runs")
+    if len(points):
+        ax = plot_pareto(points, baseline=100 * base)
+        paths.append(save_figure(ax.figure, out / "tradeoff_pareto_cpu.png"))
+        plt.close(ax.figure)
+    return paths
+
+
+def tuning_figures(out: Path) -> list[Path]:
+    """From the committed tiny lambda sweep (data/runs/sweep-tiny): the tuning panel's initial static view."""
+    from .config import profile
+    from .latency import load_for
+    from .paths import resolve
+
+    sweep = resolve("data/runs/sweep-tiny")
+    if not (sweep / "sweep.csv").exists():
+        return []
+    from .viz.widgets import TuningPanel
+
+    cfg = profile("tiny")
+    fig = TuningPanel(sweep, cfg, load_for(cfg)).static_figure()
+    return [save_figure(fig, out / "tuning_panel_tiny.png")]
+
+
+PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures, search_figures,
+                                                 training_figures, tuning_figures]
 
 
 def regenerate(out: str | Path = "figures") -> list[Path]:

@@ -135,3 +135,50 @@ def collapse_training(cfg: RunConfig, study: str | Path, seeds: tuple[int, ...] 
         arch = final_arch(study / mode, "student")
         variants[mode] = {"model": arch.save(out / "archs" / f"student_{mode}.json"), "teacher": None}
     return train_variants(cfg, variants, seeds, out, progress)
+
+
+def peers_study(cfg: RunConfig, out: str | Path, seeds: tuple[int, ...] = (0,), names: tuple[str, ...] | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """The peer networks (`fasterseg.peers`) trained from scratch under the same budget (``<out>``)."""
+    from .peers import PEERS
+
+    variants = {n: {"model": f"peer:{n}", "teacher": None} for n in (names or PEERS)}
+    return train_variants(cfg, variants, seeds, out, progress)
+
+
+# -- the latency-weight sweep ------------------------------------------------------------------------------
+def sweep_configs(cfg: RunConfig, lams: tuple[float, ...], modes: tuple[str, ...] = ("coarse", "decoupled")) -> dict:
+    """Search configs over a grid of the student's latency weight and both penalty modes (lambda fixed, so
+    each run shows what that weight does): ``{"<mode>-lam<lam>": cfg}``."""
+    out = {}
+    for mode in modes:
+        for lam in lams:
+            c = copy.deepcopy(cfg)
+            c.latency.penalty, c.search.adapt_lambda = mode, False
+            c.search.lam = tuple([0.0] + [float(lam)] * (c.n_sets - 1))
+            out[f"{mode}-lam{lam:g}"] = c.validate(SEARCH_SECTIONS)
+    return out
+
+
+def run_sweep(cfg: RunConfig, out: str | Path, lams: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0),
+              modes: tuple[str, ...] = ("coarse", "decoupled"), progress: bool = True) -> pd.DataFrame:
+    """Run the searches of `sweep_configs` into ``<out>/<mode>-lam<lam>`` (finished ones are reused) and write
+    ``<out>/sweep.csv``: per run, the student's final derived network (file, branches, predicted latency,
+    search-time mIoU, operator shares)."""
+    from .runs import run_status
+
+    out = Path(out)
+    rows = []
+    for name, c in sweep_configs(cfg, lams, modes).items():
+        status = run_status(out / name)
+        if status != "done":
+            run_search(c, out / name, resume=status == "partial", progress=progress)
+        ep = load_history(out / name)["epochs"]
+        last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
+        rows.append({"run": name, "penalty": c.latency.penalty, "lam": c.search.lam[-1], "arch_file": last["arch_file"],
+                     "ends": last["ends"], "latency_ms": last["latency_ms"], "fps": last["fps"],
+                     "miou": last[f"miou_{last['ends']}"], "skip_share": last["skip_share"],
+                     "zoomed_share": last["zoomed_share"], "removed_layers": last["removed_layers"]})
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "sweep.csv", index=False)
+    return df

@@ -296,3 +296,11 @@ def test_worker_processes_load_the_same_batches(teacher_run, data_root):
         assert len(a) == len(b) == 3
         for (xa, ya), (xb, yb) in zip(a, b):
             assert torch.equal(xa, xb) and torch.equal(ya, yb) and len(xa) == 2
+
+
+def test_pareto_front():
+    from fasterseg.tradeoffs import pareto_front
+
+    lat = np.array([1.0, 2.0, 3.0, 2.5, 1.0])
+    acc = np.array([10.0, 20.0, 15.0, 25.0, 5.0])
+    assert pareto_front(lat, acc).tolist() == [True, True, False, True, False]

@@ -1,0 +1,174 @@
+"""The latency-weight tuning panel of notebook 05: ipywidgets over the pure functions of `fasterseg.tuning`.
+
+Controls: λ (log slider), the decoupling rates r_α/r_β/r_γ, the target FPS band, the penalty mode, the
+architecture set. Views: the sweep run nearest to the chosen λ and mode (its derived network drawn, its
+predicted latency/FPS, operator and width histograms, its point on the sweep's latency–mIoU plot), the
+decoupled terms and their gradients at the chosen rates and λ (computed live from that run's final
+architecture parameters), and a "search here" button that runs a short live search in a background thread
+and streams its epochs into the panel. `static_figure` draws the same state with matplotlib.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .. import tuning
+
+
+class TuningPanel:
+    """The panel over a λ sweep folder (`studies.run_sweep`) searched with `cfg` (a `RunConfig`)."""
+
+    def __init__(self, sweep_dir: str | Path, cfg, lut):
+        from ..latency.expected import ExpectedLatency
+        from ..space import SearchSpace
+
+        self.cfg, self.lut = cfg, lut
+        self.sweep = tuning.load_sweep(sweep_dir)
+        self.space = SearchSpace.from_config(cfg.space)
+        self.expected = [ExpectedLatency(self.space, lut, sw, hw, cfg.data.num_classes, cfg.latency.ends)
+                         for sw, hw in cfg.space.stem_head_widths]
+        self.live_rows: list[dict] = []
+        self.thread: threading.Thread | None = None
+        self._build()
+        self.update()
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything the views show, as plain data (tested; the widgets only display it)."""
+        from ..runs import load_history
+
+        w = self.w
+        row = tuning.nearest_run(self.sweep, w["lam"].value, w["penalty"].value)
+        arch = tuning.run_architecture(row)
+        i = 0 if w["arch_set"].value == "teacher" else 1
+        hist = load_history(row["folder"])["arch"]
+        a = tuning.arch_set_at(hist, self.space, w["arch_set"].value, search_widths=i > 0)
+        rates = (w["r_alpha"].value, w["r_beta"].value, w["r_gamma"].value)
+        grads = tuning.penalty_gradients(a, self.expected[i], w["lam"].value, rates, w["penalty"].value)
+        ops, widths = tuning.histograms(arch)
+        lo, hi = w["fps_band"].value
+        fps = float(row["fps"])
+        band = "inside" if lo < fps < hi else ("above: adaptive λ would halve" if fps >= hi else
+                                               "below: adaptive λ would double")
+        return {"run": row["run"], "lam": float(row["lam"]), "penalty": row["penalty"], "arch": arch,
+                "latency_ms": float(row["latency_ms"]), "fps": fps, "band": band, "miou": float(row["miou"]),
+                "ops": ops, "widths": widths, "gradients": grads}
+
+    def readout(self, s: dict) -> str:
+        return (f"nearest sweep run <b>{s['run']}</b> (λ = {s['lam']:g}, {s['penalty']}): derived student "
+                f"<b>{s['latency_ms']:.2f} ms ({s['fps']:.0f} FPS)</b> predicted by {self.cfg.latency.table}, "
+                f"{s['band']} the band; search-time mIoU {100 * s['miou']:.1f} %")
+
+    # -- widgets ---------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        import ipywidgets as W
+
+        lams = sorted(self.sweep["lam"].unique())
+        r = self.cfg.latency.rates
+        self.w = {
+            "lam": W.FloatLogSlider(value=lams[len(lams) // 2], base=10, min=-2.5, max=0.5, step=0.05,
+                                    description="λ", continuous_update=False),
+            "r_alpha": W.FloatSlider(value=r[0], min=0, max=1, step=0.001, readout_format=".3f", description="r_α"),
+            "r_beta": W.FloatSlider(value=r[1], min=0, max=1, step=0.001, readout_format=".3f", description="r_β"),
+            "r_gamma": W.FloatSlider(value=r[2], min=0, max=1, step=0.001, readout_format=".3f", description="r_γ"),
+            "fps_band": W.FloatRangeSlider(value=(self.cfg.search.fps_min[-1], self.cfg.search.fps_max[-1]), min=10,
+                                           max=1000, step=5, description="FPS band"),
+            "penalty": W.ToggleButtons(options=["decoupled", "coarse"], value="decoupled", description="penalty"),
+            "arch_set": W.ToggleButtons(options=["student", "teacher"], value="student", description="set"),
+        }
+        for c in self.w.values():
+            c.observe(lambda _: self.update(), names="value")
+        self.info = W.HTML()
+        self.graph = W.Image(format="png")
+        self.plots = W.Output()
+        self.grad_table = W.HTML()
+        self.button = W.Button(description="search here", icon="play")
+        self.button.on_click(lambda _: self.search_here())
+        self.live = W.Output(layout={"max_height": "160px", "overflow": "auto"})
+        controls = W.VBox(list(self.w.values()) + [self.button])
+        self.view = W.VBox([W.HBox([controls, W.VBox([self.info, self.grad_table])]), self.graph, self.plots,
+                            self.live])
+
+    def update(self) -> dict:
+        from ..viz.graphs import arch_graph
+
+        s = self.state()
+        self.info.value = self.readout(s)
+        self.grad_table.value = s["gradients"].round(4).to_html()
+        self.graph.value = arch_graph(s["arch"], f"{s['run']}: derived {self.w['arch_set'].value}").pipe(format="png")
+        self.plots.clear_output(wait=True)
+        with self.plots:
+            fig = self.static_figure(s, show_graph=False)
+            from IPython.display import display
+
+            display(fig)
+        self.last_state = s
+        return s
+
+    def static_figure(self, s: dict | None = None, show_graph: bool = False):
+        """Histograms of the nearest run's operators and widths, and the sweep's latency–mIoU points with the
+        chosen run marked (matplotlib, for a static notebook view)."""
+        s = s or self.state()
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.0))
+        s["ops"].plot.bar(ax=axes[0], color="tab:blue")
+        axes[0].set_title("operators of the derived student", fontsize=9)
+        s["widths"].plot.bar(ax=axes[1], color="tab:green")
+        axes[1].set_title("output widths", fontsize=9)
+        for mode, g in self.sweep.groupby("penalty"):
+            axes[2].plot(g["latency_ms"], 100 * g["miou"], "o-", label=mode, ms=5)
+        axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "r*", ms=16, label="chosen")
+        axes[2].set_xlabel("predicted latency (ms)", fontsize=9)
+        axes[2].set_ylabel("search-time mIoU (%)", fontsize=9)
+        axes[2].set_title("the λ sweep (tiny profile)", fontsize=9)
+        axes[2].legend(fontsize=8)
+        for ax in axes:
+            ax.tick_params(labelsize=8)
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
+
+    # -- live search -----------------------------------------------------------------------------------
+    def search_here(self, out: str | Path | None = None, wait: bool = False) -> threading.Thread:
+        """A short live search (tiny profile budget) at the chosen λ and mode, in a background thread; each
+        epoch's row is appended to the live log; the result joins the sweep table when done."""
+        import copy
+        import tempfile
+
+        from ..search import run_search
+
+        cfg = copy.deepcopy(self.cfg)
+        cfg.latency.penalty, cfg.search.adapt_lambda = self.w["penalty"].value, False
+        cfg.search.lam = (0.0, float(self.w["lam"].value))
+        folder = Path(out or tempfile.mkdtemp()) / f"live-{cfg.latency.penalty}-lam{cfg.search.lam[1]:.3g}"
+
+        def on_epoch(rows):
+            for r in rows:
+                self.live_rows.append(r)
+                if r.get("latency_ms") == r.get("latency_ms") and "latency_ms" in r:
+                    self.live.append_stdout(f"{r['phase']} {r['epoch'] + 1} {r['arch_set']}: {r['latency_ms']:.2f} ms"
+                                            f", λ {r['lam']:.3g}\n")
+
+        def work():
+            self.button.disabled = True
+            try:
+                run_search(cfg, folder, progress=False, on_epoch=on_epoch)
+                from ..runs import load_history
+
+                ep = load_history(folder)["epochs"]
+                last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
+                row = {"run": folder.name, "penalty": cfg.latency.penalty, "lam": cfg.search.lam[1],
+                       "arch_file": last["arch_file"], "ends": last["ends"], "latency_ms": last["latency_ms"],
+                       "fps": last["fps"], "miou": last[f"miou_{last['ends']}"], "folder": str(folder)}
+                self.sweep = pd.concat([self.sweep, pd.DataFrame([row])], ignore_index=True)
+                self.live.append_stdout(f"done: {folder.name} added to the sweep\n")
+            finally:
+                self.button.disabled = False
+
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+        if wait:
+            self.thread.join()
+        return self.thread
