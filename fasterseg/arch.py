@@ -89,52 +89,7 @@ class Architecture:
     @classmethod
     def from_dict(cls, d: dict) -> "Architecture":
         """Build and validate; raises `ArchitectureError` naming the problem."""
-        if not isinstance(d, dict):
-            raise ArchitectureError("an architecture document must be a JSON object")
-        if d.get("format") != FORMAT:
-            raise ArchitectureError(
-                f"not a FasterSeg architecture: 'format' is {d.get('format')!r}, expected {FORMAT!r}"
-            )
-        if d.get("version") != VERSION:
-            raise ArchitectureError(f"unsupported version {d.get('version')!r} (this kit reads version {VERSION})")
-        required = ("name", "fch", "num_classes", "stem_width", "head_width", "branches")
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ArchitectureError(f"missing field(s): {', '.join(missing)}")
-        known = set(required) | {"format", "version", "layers", "width_ratios", "source", "decisions"}
-        unknown = set(d) - known
-        if unknown:
-            raise ArchitectureError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        if not isinstance(d["branches"], list):
-            raise ArchitectureError(f"'branches' must be a list of branches, got {d['branches']!r}")
-        branches = []
-        for k, b in enumerate(d["branches"]):
-            if not isinstance(b, dict) or set(b) != {"ends_at", "ops", "path", "widths"}:
-                raise ArchitectureError(f"branch {k} must have exactly the keys ends_at, ops, path, widths")
-            for key in ("ops", "path", "widths"):
-                if not isinstance(b[key], list):
-                    raise ArchitectureError(f"branch {k}: '{key}' must be a list, got {b[key]!r}")
-            branches.append(
-                Branch(
-                    _number(b["ends_at"], int, f"branch {k} ends_at"),
-                    [str(o) for o in b["ops"]],
-                    [_number(s, int, f"branch {k} path") for s in b["path"]],
-                    [_number(w, float, f"branch {k} widths") for w in b["widths"]],
-                )
-            )
-        layers = d.get("layers")
-        arch = cls(
-            name=str(d["name"]),
-            fch=_number(d["fch"], int, "fch"),
-            num_classes=_number(d["num_classes"], int, "num_classes"),
-            stem_width=_number(d["stem_width"], float, "stem_width"),
-            head_width=_number(d["head_width"], float, "head_width"),
-            branches=branches,
-            layers=None if layers is None else _number(layers, int, "layers"),
-            width_ratios=tuple(_number(w, float, "width_ratios") for w in d.get("width_ratios", WIDTH_RATIOS)),
-            source=d.get("source", {}),
-            decisions=d.get("decisions", []),
-        )
+        arch = cls(**_document_fields(d))
         arch.validate()
         return arch
 
@@ -242,6 +197,43 @@ class Architecture:
                 )
                 c_in = c_out
         return pd.DataFrame(rows)
+
+
+def _document_fields(d: dict) -> dict:
+    """The constructor arguments of an architecture document, checked field by field."""
+    if not isinstance(d, dict):
+        raise ArchitectureError("an architecture document must be a JSON object")
+    if d.get("format") != FORMAT:
+        raise ArchitectureError(f"not a FasterSeg architecture: 'format' is {d.get('format')!r}, expected {FORMAT!r}")
+    if d.get("version") != VERSION:
+        raise ArchitectureError(f"unsupported version {d.get('version')!r} (this kit reads version {VERSION})")
+    required = ("name", "fch", "num_classes", "stem_width", "head_width", "branches")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ArchitectureError(f"missing field(s): {', '.join(missing)}")
+    unknown = set(d) - set(required) - {"format", "version", "layers", "width_ratios", "source", "decisions"}
+    if unknown:
+        raise ArchitectureError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if not isinstance(d["branches"], list):
+        raise ArchitectureError(f"'branches' must be a list of branches, got {d['branches']!r}")
+    branches = []
+    for k, b in enumerate(d["branches"]):
+        if not isinstance(b, dict) or set(b) != {"ends_at", "ops", "path", "widths"}:
+            raise ArchitectureError(f"branch {k} must have exactly the keys ends_at, ops, path, widths")
+        for key in ("ops", "path", "widths"):
+            if not isinstance(b[key], list):
+                raise ArchitectureError(f"branch {k}: '{key}' must be a list, got {b[key]!r}")
+        branches.append(Branch(_number(b["ends_at"], int, f"branch {k} ends_at"), [str(o) for o in b["ops"]],
+                               [_number(s, int, f"branch {k} path") for s in b["path"]],
+                               [_number(w, float, f"branch {k} widths") for w in b["widths"]]))
+    layers = d.get("layers")
+    return dict(name=str(d["name"]), fch=_number(d["fch"], int, "fch"),
+                num_classes=_number(d["num_classes"], int, "num_classes"),
+                stem_width=_number(d["stem_width"], float, "stem_width"),
+                head_width=_number(d["head_width"], float, "head_width"), branches=branches,
+                layers=None if layers is None else _number(layers, int, "layers"),
+                width_ratios=tuple(_number(w, float, "width_ratios") for w in d.get("width_ratios", WIDTH_RATIOS)),
+                source=d.get("source", {}), decisions=d.get("decisions", []))
 
 
 def _number(v, kind: type, what: str):

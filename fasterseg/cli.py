@@ -122,10 +122,11 @@ def cmd_latency_build(args) -> int:
 def cmd_latency_show(args) -> int:
     from . import published
     from .latency import LatencyTable
+    from .latency.table import summary_lines
 
     cfg = _config(args)
     table = LatencyTable.load(resolve(args.table or cfg.latency.table))
-    print("\n".join(table.summary_lines([published.resolve(a) for a in args.arch or []])))
+    print("\n".join(summary_lines(table, [published.resolve(a) for a in args.arch or []])))
     return 0
 
 def cmd_latency_validate(args) -> int:

@@ -100,3 +100,25 @@ def histograms(arch: Architecture) -> tuple[pd.Series, pd.Series]:
     ops = pd.Series([o for b in arch.branches for o in b.ops]).value_counts().reindex(PRIMITIVES, fill_value=0)
     widths = pd.Series([f"{round(12 * w)}/12" for b in arch.branches for w in b.widths]).value_counts().sort_index()
     return ops, widths
+
+
+def live_search(cfg, lam: float, penalty: str, out: str | Path, on_epoch=None) -> dict:
+    """A search of `cfg` at the student's latency weight `lam` (fixed) and `penalty` into
+    ``<out>/live-<penalty>-lam<lam>``; returns its sweep row (as `studies.run_sweep` writes them)."""
+    import copy
+
+    from .runs import final_arch, load_history
+    from .search import run_search
+
+    c = copy.deepcopy(cfg)
+    c.latency.penalty, c.search.adapt_lambda = penalty, False
+    c.search.lam = tuple([0.0] + [float(lam)] * (c.n_sets - 1))
+    folder = Path(out) / f"live-{penalty}-lam{lam:.3g}"
+    run_search(c, folder, progress=False, on_epoch=on_epoch)
+    ep = load_history(folder)["epochs"]
+    last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
+    final_arch(folder, "student")  # checks the architecture file is there
+    return {"run": folder.name, "penalty": penalty, "lam": float(lam), "arch_file": last["arch_file"],
+            "ends": last["ends"], "latency_ms": last["latency_ms"], "fps": last["fps"],
+            "miou": last[f"miou_{last['ends']}"], "skip_share": last["skip_share"],
+            "zoomed_share": last["zoomed_share"], "removed_layers": last["removed_layers"], "folder": str(folder)}

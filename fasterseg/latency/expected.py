@@ -39,6 +39,18 @@ from .table import LatencyTable, MissingEntriesError
 PAPER_RATES = (1 / 500, 497 / 500, 2 / 500)
 
 
+def width_distributions(a: ArchSet, space: SearchSpace, n_w: int, live: bool, device) -> dict:
+    """Width distribution of every tensor T(l, s) of set `a`: softmax(gamma) when live and searched, else
+    all mass on the maximum width."""
+    max_w = F.one_hot(torch.tensor(n_w - 1), n_w).double().to(device)
+    out = {}
+    for s in range(3):
+        g = a.gamma(s)
+        for k in range(g.shape[0]):
+            out[(k + space.gamma_offset(s), s)] = F.softmax(g[k].double(), -1) if (live and a.search_widths) else max_w
+    return out
+
+
 class ExpectedLatency:
     """Expected latency (ms) of one architecture set at the LUT's resolution; tensors precomputed once.
 
@@ -50,8 +62,7 @@ class ExpectedLatency:
 
     def __init__(self, space: SearchSpace, lut: LatencyTable, stem_width: float, head_width: float,
                  num_classes: int, ends: tuple[int, ...] = (32, 16)):
-        if not 1 <= len(ends) <= 2:
-            raise ValueError("expected latency supports one or two branches")
+        assert 1 <= len(ends) <= 2, "expected latency supports one or two branches"
         self.space, self.ends = space, tuple(ends)
         H, W = lut.resolution
         if H % 32 or W % 32 or H == 0:
@@ -118,23 +129,9 @@ class ExpectedLatency:
 
     def to(self, device: torch.device | str) -> "ExpectedLatency":
         """Move the cost tensors to `device` (where the architecture parameters live); returns self."""
-        self.same = {k: v.to(device) for k, v in self.same.items()}
-        self.down = {k: v.to(device) for k, v in self.down.items()}
+        self.same, self.down = ({k: v.to(device) for k, v in d.items()} for d in (self.same, self.down))
         self.ref8, self.ref16 = self.ref8.to(device), self.ref16.to(device)
         return self
-
-    # -- probabilities ------------------------------------------------------------------------------
-    def _widths(self, a: ArchSet, live: bool) -> dict:
-        """Width distribution of every tensor T(l, s): softmax(gamma) when live and searched, else max."""
-        sp = self.space
-        max_w = F.one_hot(torch.tensor(self.n_w - 1), self.n_w).double().to(self.ref8.device)
-        out = {}
-        for s in range(3):
-            g = a.gamma(s)
-            for k in range(g.shape[0]):
-                layer = k + sp.gamma_offset(s)
-                out[(layer, s)] = F.softmax(g[k].double(), -1) if (live and a.search_widths) else max_w
-        return out
 
     def __call__(self, a: ArchSet, alpha: bool = True, beta: bool = True, gamma: bool = True) -> torch.Tensor:
         """Expected latency (ms, scalar tensor). A kind that is not live is held neutral: alpha and beta
@@ -145,7 +142,7 @@ class ExpectedLatency:
         half = torch.tensor([0.5, 0.5], dtype=torch.float64, device=dev)
         nodes = sp.nodes()
         alphas = {(l, s): (F.softmax(a.alpha(s)[sp.alpha_row(l, s)].double(), -1) if alpha else uni5) for l, s in nodes}
-        widths = self._widths(a, gamma)
+        widths = width_distributions(a, sp, self.n_w, gamma, self.ref8.device)
 
         def preds(l, s):
             """Inputs of node (l, s) with their beta weights."""

@@ -88,21 +88,6 @@ class LatencyTable:
         return (f"{m.get('backend')} on {m.get('device')} ({m.get('threads')} thread(s)), "
                 f"{self.resolution[0]}x{self.resolution[1]}, {len(self)} entries")
 
-    def summary_lines(self, archs: list[Architecture] = ()) -> list[str]:
-        """Description, metadata, per-operator statistics, and the predicted latency of `archs` by part."""
-        lines = [self.describe()] + [f"  {k}: {self.meta[k]}" for k in ("method", "date", "versions", "complete",
-                                                                         "build_seconds") if k in self.meta]
-        stats = self.to_frame().groupby(["op", "stride"])["median_ms"].describe()
-        lines.append(stats[["count", "min", "50%", "max"]].round(4).to_string())
-        h, w = self.resolution
-        for arch in archs:
-            bd = self.breakdown(arch)
-            ms = bd["latency_ms"].sum()
-            lines += [f"\n{arch.name}: predicted {ms:.3f} ms ({1000 / ms:.1f} FPS) at {h}x{w}, "
-                      f"{self.meta.get('backend')} on {self.meta.get('device')} (sum of block entries)",
-                      bd.groupby("part")["latency_ms"].sum().round(4).to_string()]
-        return lines
-
     # -- prediction -----------------------------------------------------------------------------
     def breakdown(self, arch: Architecture, height: int | None = None, width: int | None = None) -> pd.DataFrame:
         """Per block of `arch`'s derived network: key, part, latency (ms)."""
@@ -213,3 +198,19 @@ class LatencyTable:
             t = backend.time(k.module(), k.input_shape())
             self.entries[k] = Entry(t.median_ms, t.spread_ms, t.count)
         return miss
+
+
+def summary_lines(table: LatencyTable, archs: list[Architecture] = ()) -> list[str]:
+    """A table's description, metadata, per-operator statistics, and the predicted latency of `archs` by part."""
+    lines = [table.describe()] + [f"  {k}: {table.meta[k]}" for k in ("method", "date", "versions", "complete",
+                                                                     "build_seconds") if k in table.meta]
+    stats = table.to_frame().groupby(["op", "stride"])["median_ms"].describe()
+    lines.append(stats[["count", "min", "50%", "max"]].round(4).to_string())
+    h, w = table.resolution
+    for arch in archs:
+        bd = table.breakdown(arch)
+        ms = bd["latency_ms"].sum()
+        lines += [f"\n{arch.name}: predicted {ms:.3f} ms ({1000 / ms:.1f} FPS) at {h}x{w}, "
+                  f"{table.meta.get('backend')} on {table.meta.get('device')} (sum of block entries)",
+                  bd.groupby("part")["latency_ms"].sum().round(4).to_string()]
+    return lines

@@ -26,7 +26,8 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
     from matplotlib.colors import TwoSlopeNorm
 
     uniform = 1 / len(PRIMITIVES)
-    norm = TwoSlopeNorm(vcenter=uniform, vmin=0, vmax=max(2 * uniform, float(df["prob"].max())))
+    dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # colours span the data's deviation from uniform
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=uniform - dev, vmax=uniform + dev)
     for r, s in enumerate(scales):
         for c, op in enumerate(PRIMITIVES):
             g = df[(df["scale"] == s) & (df["choice"] == op)].pivot_table(index="layer", columns="step", values="prob")
@@ -38,8 +39,10 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
                 ax.set_ylabel(f"{SCALE_NAMES[s]}\nlayer", fontsize=8)
             if r == len(scales) - 1:
                 ax.set_xlabel("step", fontsize=8)
-            ax.tick_params(labelsize=6)
-    axes[0, 0].figure.colorbar(im, ax=axes, shrink=0.8, label=f"alpha probability ({arch_set}); white = uniform")
+            ax.tick_params(labelsize=8)
+    cb = axes[0, 0].figure.colorbar(im, ax=axes, shrink=0.8)
+    cb.set_label(f"alpha probability ({arch_set}); white = uniform (1/{len(PRIMITIVES)}), range = the data's",
+                 fontsize=9)
     return axes
 
 
@@ -48,28 +51,32 @@ def plot_beta_gamma_evolution(arch: pd.DataFrame, arch_set: str = "student", axe
     1/16 and 1/32. Other panels: gamma's expected width ratio (sum of p * width) per layer over steps."""
     df = arch[arch["arch_set"] == arch_set]
     if axes is None:
-        _, axes = plt.subplots(2, 3, figsize=(9, 4.0), squeeze=False, layout="constrained")
+        _, axes = plt.subplots(2, 3, figsize=(11, 4.6), squeeze=False, layout="constrained")
     b = df[(df["kind"] == "beta") & (df["choice"] == "down")]
+    dev = max(1e-4, float((b["prob"] - 0.5).abs().max())) if len(b) else 0.5
     for ax, s in zip(axes[:, 0], (16, 32)):
         im = _heat(ax, b[b["scale"] == s].pivot_table(index="layer", columns="step", values="prob"),
-                   cmap="coolwarm", vmin=0, vmax=1)
-        ax.set_title(f"beta p(from down), {SCALE_NAMES[s]}", fontsize=8)
-        ax.set_ylabel("layer", fontsize=8)
-    axes[0, 0].figure.colorbar(im, ax=list(axes[:, 0]), shrink=0.8)
+                   cmap="coolwarm", vmin=0.5 - dev, vmax=0.5 + dev)
+        ax.set_title(f"beta p(from down), {SCALE_NAMES[s]}", fontsize=9)
+        ax.set_ylabel("layer", fontsize=9)
+    axes[0, 0].figure.colorbar(im, ax=list(axes[:, 0]), shrink=0.8).set_label("p (0.5 = undecided)", fontsize=8)
     gm = df[df["kind"] == "gamma"].copy()
     gm["wp"] = gm["choice"].map(_ratio) * gm["prob"]
     ew = gm.groupby(["scale", "layer", "step"])["wp"].sum().reset_index()
+    # change of the expected width since the first logged step: the values barely move, so show the change
+    ew["change"] = ew["wp"] - ew.groupby(["scale", "layer"])["wp"].transform("first")
+    dev = max(1e-4, float(ew["change"].abs().max())) if len(ew) else 1.0
     gamma_axes = [axes[0, 1], axes[0, 2], axes[1, 1]]
     for ax, s in zip(gamma_axes, (8, 16, 32)):
-        im = _heat(ax, ew[ew["scale"] == s].pivot_table(index="layer", columns="step", values="wp"),
-                   cmap="viridis", vmin=1 / 3, vmax=1)
-        ax.set_title(f"gamma expected width, {SCALE_NAMES[s]}", fontsize=8)
-    axes[0, 0].figure.colorbar(im, ax=gamma_axes, shrink=0.8)
+        im = _heat(ax, ew[ew["scale"] == s].pivot_table(index="layer", columns="step", values="change"),
+                   cmap="PuOr_r", vmin=-dev, vmax=dev)
+        ax.set_title(f"gamma: width change, {SCALE_NAMES[s]}", fontsize=9)
+    axes[0, 0].figure.colorbar(im, ax=gamma_axes, shrink=0.8).set_label("width ratio change since step 0", fontsize=8)
     axes[1, 2].axis("off")
     for ax in axes.flat:
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=8)
     for ax in (axes[1, 0], axes[1, 1]):
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("step", fontsize=9)
     return axes
 
 
@@ -93,7 +100,11 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
         g = df[df["step"] == step].pivot_table(index="node", columns="choice", values="prob")
         return g.reindex(index=nodes, columns=list(PRIMITIVES)).round(4).to_numpy()
 
-    frames = [go.Frame(data=[go.Heatmap(z=z(s), x=list(PRIMITIVES), y=nodes, zmin=0, zmax=1, colorscale="Magma")],
+    uniform = 1 / len(PRIMITIVES)
+    dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # the data's range around uniform, not 0-1
+    frames = [go.Frame(data=[go.Heatmap(z=z(s), x=list(PRIMITIVES), y=nodes, zmin=uniform - dev, zmax=uniform + dev,
+                                        zmid=uniform, colorscale="RdBu_r",
+                                        colorbar={"title": {"text": "p (white = uniform)"}})],
                        name=str(s)) for s in steps]
     fig = go.Figure(data=frames[-1].data, frames=frames)
     fig.update_layout(

@@ -132,38 +132,25 @@ class TuningPanel:
 
     # -- live search -----------------------------------------------------------------------------------
     def search_here(self, out: str | Path | None = None, wait: bool = False) -> threading.Thread:
-        """A short live search (tiny profile budget) at the chosen λ and mode, in a background thread; each
-        epoch's row is appended to the live log; the result joins the sweep table when done."""
-        import copy
+        """A short live search (the panel's profile) at the chosen λ and mode in a background thread; each
+        epoch's derived latency is appended to the live log; the result joins the sweep table when done."""
         import tempfile
 
-        from ..search import run_search
+        folder = Path(out or tempfile.mkdtemp())
 
-        cfg = copy.deepcopy(self.cfg)
-        cfg.latency.penalty, cfg.search.adapt_lambda = self.w["penalty"].value, False
-        cfg.search.lam = (0.0, float(self.w["lam"].value))
-        folder = Path(out or tempfile.mkdtemp()) / f"live-{cfg.latency.penalty}-lam{cfg.search.lam[1]:.3g}"
-
-        def on_epoch(rows):
+        def log(rows):
             for r in rows:
                 self.live_rows.append(r)
-                if r.get("latency_ms") == r.get("latency_ms") and "latency_ms" in r:
-                    self.live.append_stdout(f"{r['phase']} {r['epoch'] + 1} {r['arch_set']}: {r['latency_ms']:.2f} ms"
-                                            f", λ {r['lam']:.3g}\n")
+                if r["phase"] == "search":
+                    self.live.append_stdout(f"search {r['epoch'] + 1} {r['arch_set']}: {r['latency_ms']:.2f} ms, "
+                                            f"λ {r['lam']:.3g}\n")
 
         def work():
             self.button.disabled = True
             try:
-                run_search(cfg, folder, progress=False, on_epoch=on_epoch)
-                from ..runs import load_history
-
-                ep = load_history(folder)["epochs"]
-                last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
-                row = {"run": folder.name, "penalty": cfg.latency.penalty, "lam": cfg.search.lam[1],
-                       "arch_file": last["arch_file"], "ends": last["ends"], "latency_ms": last["latency_ms"],
-                       "fps": last["fps"], "miou": last[f"miou_{last['ends']}"], "folder": str(folder)}
+                row = tuning.live_search(self.cfg, self.w["lam"].value, self.w["penalty"].value, folder, log)
                 self.sweep = pd.concat([self.sweep, pd.DataFrame([row])], ignore_index=True)
-                self.live.append_stdout(f"done: {folder.name} added to the sweep\n")
+                self.live.append_stdout(f"done: {row['run']} added to the sweep\n")
             finally:
                 self.button.disabled = False
 
