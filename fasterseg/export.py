@@ -182,3 +182,40 @@ def summary_line(s: dict) -> str:
             f"{s.get('max_abs_diff', float('nan')):.2e} on logits up to {s.get('max_abs_logit', float('nan')):.3g}, "
             f"class agreement {100 * s.get('class_agreement', 0):.2f} %; "
             f"TensorRT: {s['tensorrt']}")
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                  per_channel: bool = True) -> Path:
+    """Static post-training int8 quantisation of an ONNX file with ONNX Runtime (QDQ format, int8 weights per
+    channel, uint8 activations), calibrated on `calibration` images (N, 3, H, W) float32, normalised as the
+    network's input. Returns `out_path`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(calibration):
+                return None
+            self.i += 1
+            return {"image": calibration[self.i - 1:self.i].astype(np.float32)}
+
+    out_path = Path(out_path)
+    pre = out_path.with_name(out_path.stem + "_pre.onnx")
+    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out_path), Images(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    pre.unlink(missing_ok=True)
+    return out_path
+
+
+def onnx_predictions(path: str | Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Class maps (N, H, W) of an ONNX segmentation model on images (N, 3, H, W) of its input size."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"image": images[i:i + 1]})[0].argmax(1) for i in range(len(images))])
