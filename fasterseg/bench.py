@@ -164,6 +164,8 @@ def summary_lines(res: dict) -> list[str]:
     """The human-readable lines of a benchmark result (`bench_supernet` or `bench_search`)."""
     env = res["environment"]
     head = f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]"
+    if "networks" in res:
+        return [head, networks_markdown(res)]
     if "pipeline" in res:
         p = res["pipeline"]
         return [f"{head} profile {res['profile']}: the whole pipeline in {p['seconds']:.0f} s "
@@ -217,3 +219,101 @@ def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
     return {"environment": environment(threads or torch.get_num_threads()), "profile": profile_name,
             "pipeline": {"seconds": total, "stages": stages, "reference_conv_ms": ref_ms,
                          "reference_gmacs_per_s": REF_MACS / ref_ms / 1e6, "ratio_to_reference": total * 1e3 / ref_ms}}
+
+
+def _calibration_images(cfg, height: int, width: int, n: int = 8):
+    """`n` training images of the profile's data, resized to height x width, normalised (N, 3, H, W)."""
+    import numpy as np
+
+    from .data.cityscapes import build_dataset
+    from .data.prepare import prepare_data
+    from .data.transforms import normalize, resize_pair
+
+    prepare_data(cfg.data, progress=False)
+    ds = build_dataset(cfg.data, "train")
+    out = []
+    for i in range(min(n, len(ds))):
+        img, lab = ds.load(i)
+        img, _ = resize_pair(img, lab, height, width)
+        out.append(normalize(img))
+    return np.stack(out)
+
+
+def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 20, networks: tuple[str, ...] = (),
+                   resolutions: tuple[tuple[int, int], ...] = ()) -> dict:
+    """Every network (the published FasterSeg student and the peers, or `networks`) at each resolution:
+    parameters, GMACs, and latency on torch eager, ONNX Runtime fp32 and ONNX Runtime int8 (static,
+    calibrated on the profile's training images), each timed `rounds` times interleaved with the reference
+    convolution (median, min, max, ratio to the reference, achieved share of the reference's GMAC/s).
+    Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from . import published
+    from .config import profile
+    from .counting import totals
+    from .export import export_onnx, quantize_int8
+    from .network import DerivedNet
+    from .peers import PEERS
+
+    torch.set_num_threads(threads)
+    cfg = profile(profile_name)
+    res_list = resolutions or (((128, 256),) if profile_name == "tiny" else ((512, 1024), (1024, 2048)))
+    builders = {"fasterseg_student": lambda: DerivedNet(published.load("fasterseg_student"), aux=False)}
+    builders.update({n: (lambda n=n: PEERS[n](19, aux=False)) for n in PEERS})
+    names = networks or tuple(builders)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in res_list:
+            calib = _calibration_images(cfg, h, w, 4)
+            for name in names:
+                net = builders[name]().eval()
+                params, gmacs = totals(net, (1, 3, h, w))
+                x = torch.randn(1, 3, h, w)
+                fp32 = export_onnx(net, Path(tmp) / f"{name}_{h}.onnx", h, w)
+                int8 = quantize_int8(fp32, Path(tmp) / f"{name}_{h}_int8.onnx", calib)
+                row = {"network": name, "resolution": [h, w], "params_M": params, "GMACs": gmacs}
+                for runtime, call in (("torch", lambda: _no_grad(net, x)),
+                                      ("ort_fp32", _ort_call(fp32, opts, x)), ("ort_int8", _ort_call(int8, opts, x))):
+                    r = interleaved(call, rounds, warmup=2)
+                    r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
+                    row[runtime] = r
+                rows.append(row)
+    return {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "networks": rows}
+
+
+def _no_grad(net, x):
+    with torch.no_grad():
+        net(x)
+
+
+def _ort_call(path, opts, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    return lambda: sess.run(None, {"image": xn})
+
+
+def networks_markdown(res: dict) -> str:
+    """The `bench_networks` result as a markdown table: latency as ratios to Fast-SCNN on the same runtime
+    and resolution (when it was measured), with the absolute medians and the reference conv's rate beside."""
+    lines = ["| network | H x W | params (M) | GMACs | torch ms | ORT fp32 ms | ORT int8 ms | int8 / fp32 | "
+             "vs Fast-SCNN (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 10]
+    base = {tuple(r["resolution"]): r["ort_fp32"]["median_ms"] for r in res["networks"] if r["network"] == "fast_scnn"}
+    for r in res["networks"]:
+        b = base.get(tuple(r["resolution"]))
+        vs = f"{r['ort_fp32']['median_ms'] / b:.2f}" if b else "-"
+        lines.append(f"| {r['network']} | {r['resolution'][0]}x{r['resolution'][1]} | {r['params_M']:.2f} | "
+                     f"{r['GMACs']:.2f} | {r['torch']['median_ms']:.1f} | {r['ort_fp32']['median_ms']:.1f} | "
+                     f"{r['ort_int8']['median_ms']:.1f} | "
+                     f"{r['ort_int8']['median_ms'] / r['ort_fp32']['median_ms']:.2f} | "
+                     f"{vs} | {r['ort_fp32']['reference_gmacs_per_s']:.0f} |")
+    env = res["environment"]
+    lines.append(f"\n{env['threads']} thread(s), batch 1, load average {env['load_average_1min']:.2f}, {env['date']}; "
+                 f"median of {res['rounds']} runs each, interleaved with the reference convolution.")
+    return "\n".join(lines)

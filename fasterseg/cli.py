@@ -96,6 +96,10 @@ def cmd_bench(args) -> int:
     name = args.profile or "tiny"
     if args.bench_cmd == "pipeline":
         res = bench_pipeline(name, args.threads)
+    elif args.bench_cmd == "networks":
+        from .bench import bench_networks
+
+        res = bench_networks(name, args.threads, args.rounds)
     else:
         res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
     print("\n".join(summary_lines(res)))
@@ -297,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
          ("--resume", {"action": "store_true", "help": "continue unfinished searches of the study"}))
     _cmd(sub, "train", cmd_train, "train a network from scratch (optionally distilled from a teacher run)", True,
          ("--model", {"help": "architecture JSON, published name (fasterseg_student) or peer:NAME (fast_scnn, "
-                              "lraspp_mnv3_large, bisenetv2, ddrnet23_slim)"}),
+                              "lraspp_mobilenetv3_large, bisenetv2, ddrnet23_slim)"}),
          ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, MAX_STEPS)
     _cmd(sub, "evaluate", cmd_evaluate, "whole-image mIoU, per-class IoU, majority baseline, measured latency", True,
          RUN, WEIGHTS)
@@ -336,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _group(sub, "bench", "benchmarks (ratios against a reference timed in the same run)")
     for name, help_ in (("supernet", "supernet training step and the published student's inference time"),
                         ("search", "seconds per search step and images/s"),
-                        ("pipeline", "the whole pipeline end to end, per stage")):
+                        ("pipeline", "the whole pipeline end to end, per stage"),
+                        ("networks", "published student and peers: torch, ONNX Runtime fp32 and int8")):
         _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
              ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),
              ("--rounds", {"type": "positive", "default": 5, "help": "timed rounds, interleaved with the reference"}),

@@ -100,10 +100,21 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, ops
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     m = inference_copy(model.cpu(), interpolation)
+    x = (torch.zeros(1, 3, height, width),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.zeros(1, 3, height, width),), str(path), dynamo=False, input_names=["image"],
-                          output_names=["logits"], opset_version=opset)
+        try:
+            torch.onnx.export(m, x, str(path), dynamo=False, input_names=["image"], output_names=["logits"],
+                              opset_version=opset)
+        except torch.onnx.errors.SymbolicValueError:
+            # e.g. adaptive pooling to sizes that do not divide the input (Fast-SCNN's pyramid pooling):
+            # the dynamo exporter decomposes it (slower to export, same graph semantics)
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(m, x, str(path), dynamo=True, input_names=["image"], output_names=["logits"],
+                                  opset_version=max(opset, 18), external_data=False)
     return path
 
 

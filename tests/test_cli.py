@@ -55,3 +55,17 @@ def test_resume_without_profile_uses_the_stored_config(tmp_path, capsys):
     assert main(["search", "--resume", "--out", str(out)]) == 0
     assert main(["search", "--resume", "--out", str(out)]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_bench_networks_report_structure(tmp_path, capsys):
+    """`fasterseg bench networks --profile tiny`: structure of the report (not timings)."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "networks", "--profile", "tiny", "--rounds", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    names = {r["network"] for r in res["networks"]}
+    assert names == {"fasterseg_student", "fast_scnn", "lraspp_mobilenetv3_large", "bisenetv2", "ddrnet23_slim"}
+    for r in res["networks"]:
+        assert r["resolution"] == [128, 256] and r["params_M"] > 0
+        for rt in ("torch", "ort_fp32", "ort_int8"):
+            assert r[rt]["median_ms"] > 0 and r[rt]["ratio_to_reference"] > 0
+    assert "| fast_scnn | 128x256 |" in capsys.readouterr().out
