@@ -146,6 +146,25 @@ def cmd_latency_validate(args) -> int:
     print("\n".join(summary_lines(summary, threads)) + f"\nwritten to {out}")
     return 0
 
+def cmd_latency_calibrate(args) -> int:
+    from .latency import LatencyTable
+    from .latency.calibrate import measure_fit, rescaled, runnable_here
+
+    cfg = _config(args)
+    path = resolve(args.table or cfg.latency.table)
+    table = LatencyTable.load(path)
+    why_not = runnable_here(table)
+    if why_not:
+        raise ValueError(f"{path} cannot be re-timed here: {why_not}")
+    fit = measure_fit(table)
+    print(f"{path}: the probe's {fit['blocks']} blocks run {fit['factor']:.3f}x the recorded times on this machine "
+          f"(per block: {', '.join(f'{r:.2f}' for r in fit['ratios'])}; {fit['seconds']:.1f} s)")
+    if args.write:
+        out = rescaled(table, fit["factor"], f"rescaled from {path}").save(resolve(args.write))
+        print(f"rescaled copy written to {out} (point latency.table at it)")
+    return 0
+
+
 def cmd_latency_import(args) -> int:
     from .importers.original import convert_latency_table
 
@@ -334,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
          ("--compare", {"nargs": "*", "choices": ("onnxruntime", "torch"), "help": "also time on these backends"}),
          ("--no-figure", {"action": "store_true", "help": "write no scatter figure (reference logs under data/)"}),
          ("--seed", {"type": int, "default": 0}), ("--out", {"help": "default runs/latency-validate-<profile>"}))
+    _cmd(lat, "calibrate", cmd_latency_calibrate, "does the table still fit this machine? (re-times its probe)", True,
+         ("--table", {"help": "CSV path (default: latency.table of the profile)"}),
+         ("--write", {"help": "write a copy rescaled by the measured factor to this CSV path"}))
     _cmd(lat, "import", cmd_latency_import, "convert the original 1080Ti TensorRT table (restricted unpickling)", False,
          ("--reference", {"default": "../shared/reference"}),
          ("--out", {"default": "data/latency/gtx1080ti_tensorrt_1024x2048.csv"}))

@@ -69,6 +69,7 @@ class LatencyConfig:
     rates: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)  # r_alpha, r_beta, r_gamma
     ends: tuple[int, int] = (32, 16)  # branch pair whose expected latency is penalised
     validate_networks: int = 30
+    calibration: str = "check"  # a table that no longer fits this machine: check (refuse) | rescale | warn | off
 
 
 @dataclass
@@ -269,7 +270,7 @@ PROFILES: dict[str, dict] = {
                      num_train=40, num_val=12),
         "space": dict(layers=8, fch=4, down_gap_min=2),
         "latency": dict(table="data/latency/tiny_torch_cpu1_128x256.csv", backend="torch", device="cpu",
-                        height=128, width=256),
+                        height=128, width=256, calibration="warn"),
         "search": dict(pretrain_epochs=1, search_epochs=3, steps_per_epoch=8, pretrain_batch_size=4, batch_size=4,
                        pretrain_crop=(64, 128), crop=(64, 128), lam=(0.0, 0.1), arch_lr=1e-2,
                        fps_min=(0.0, 280.0), fps_max=(0.0, 330.0), target_ms=3.5, log_every=2, checkpoint_every=4),

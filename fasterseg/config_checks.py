@@ -74,6 +74,7 @@ def _space(s) -> list[str]:
 
 def _latency(c) -> list[str]:
     p = _one_of(c, "backend", "latency", LATENCY_BACKENDS) + _one_of(c, "penalty", "latency", ("decoupled", "coarse"))
+    p += _one_of(c, "calibration", "latency", ("check", "rescale", "warn", "off"))
     p += _at_least(c, "threads", "latency", 1) + _at_least(c, "validate_networks", "latency", 1)
     p += _multiple_of_32("latency.height/width", (c.height, c.width))
     if not re.fullmatch(r"cpu|cuda(:\d+)?", c.device):

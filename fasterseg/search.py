@@ -354,7 +354,7 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
     runtime.barrier()
-    lut = load_for(cfg)
+    lut = load_for(cfg, check_fit=True)
     data = search_data(cfg)
     if runtime.main:
         run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume)

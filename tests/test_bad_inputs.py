@@ -196,3 +196,25 @@ def test_another_kind_of_run_is_refused(tmp_path):
     RunDir.start(tmp_path / "r", "train", cfg, ("train",)).close()
     with pytest.raises(RunError, match="holds a train run, not a search run"):
         RunDir.start(tmp_path / "r", "search", cfg, ("search",))
+
+
+def test_a_table_built_elsewhere_is_caught_with_the_factor(tmp_path):
+    """Entries scaled x3 (a table built on a 3x slower machine): the probe runs ~1/3 of the recorded times
+    here, and a search with latency.calibration=check refuses with the factor and the fixes."""
+    import re
+
+    from fasterseg.latency import LatencyTable, LatencyTableError, load_for
+    from fasterseg.latency.calibrate import rescaled
+    from fasterseg.paths import resolve
+
+    cfg = profile("tiny")
+    src = LatencyTable.load(resolve(cfg.latency.table))
+    path = rescaled(src, 3.0, "test: built elsewhere").save(tmp_path / "slow.csv")
+    cfg = apply_overrides(cfg, [f"latency.table={path}", "latency.calibration=check"])
+    load_for(cfg)  # without the fit check it loads
+    with pytest.raises(LatencyTableError, match=r"does not fit this machine.*latency.calibration=rescale") as e:
+        load_for(cfg, check_fit=True)
+    factor = float(re.search(r"run (\d+\.\d+)x the recorded", str(e.value)).group(1))
+    assert factor < 0.6  # ~1/3 of this machine's own factor for the original table (between ~0.7 and ~1.5)
+    fixed = load_for(apply_overrides(cfg, ["latency.calibration=rescale"]), check_fit=True)
+    assert fixed.meta["rescaled"][-1]["factor"] == pytest.approx(factor, rel=0.5)

@@ -4,8 +4,9 @@ from .keys import LatencyKey, network_blocks, space_keys  # noqa: F401
 from .table import LatencyTable, LatencyTableError, MissingEntriesError  # noqa: F401
 
 
-def load_for(cfg, check_space: bool = True) -> "LatencyTable":
-    """The table a `RunConfig` names, checked against its resolution and search space."""
+def load_for(cfg, check_space: bool = True, check_fit: bool = False) -> "LatencyTable":
+    """The table a `RunConfig` names, checked against its backend, threads, device type, resolution and
+    search space; with `check_fit`, also whether it still fits this machine (``latency.calibration``)."""
     from ..paths import resolve
     from ..space import SearchSpace
     from .build import space_meta
@@ -20,10 +21,9 @@ def load_for(cfg, check_space: bool = True) -> "LatencyTable":
     if not path.exists():
         from ..paths import where_relative_paths_resolve
 
-        raise LatencyTableError(
-            f"no latency table at {path} (latency.table={lc.table}; {where_relative_paths_resolve()}); "
-            f"build it with `fasterseg latency build --profile {cfg.profile}` or set latency.table="
-        )
+        raise LatencyTableError(f"no latency table at {path} (latency.table={lc.table}; "
+                                f"{where_relative_paths_resolve()}); build it with `fasterseg latency build "
+                                f"--profile {cfg.profile}` or set latency.table=")
     table = LatencyTable.load(path, expect=expect)
     if check_space:
         space = SearchSpace.from_config(cfg.space)
@@ -31,21 +31,15 @@ def load_for(cfg, check_space: bool = True) -> "LatencyTable":
         have = table.meta.get("space", {})
         diff = [k for k in want if _norm(have.get(k)) != _norm(want[k])]
         if diff:
-            raise LatencyTableError(
-                f"{cfg.latency.table} was built for another search space ({', '.join(diff)} differ: table "
-                f"{[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); build one with "
-                f"`fasterseg latency build --profile {cfg.profile}`"
-            )
-        table.check_keys(
-            space_keys(
-                space,
-                cfg.space.stem_head_widths,
-                cfg.data.num_classes,
-                cfg.latency.height,
-                cfg.latency.width,
-                glue=table.prices_glue,
-            )
-        )
+            raise LatencyTableError(f"{cfg.latency.table} was built for another search space ({', '.join(diff)} "
+                                    f"differ: table {[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); "
+                                    f"build one with `fasterseg latency build --profile {cfg.profile}`")
+        table.check_keys(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width,
+                                    glue=table.prices_glue))
+    if check_fit:
+        from .calibrate import check_fit as fit
+
+        table = fit(table, lc.calibration, lc.table, cfg.profile)
     return table
 
 

@@ -57,6 +57,9 @@ def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_hea
             f.flush()
     meta.update(complete=True, build_seconds=round(earlier_seconds + time.perf_counter() - t0, 1), entries=len(done))
     table = LatencyTable(done, meta)
+    from .calibrate import probe_meta
+
+    table.meta["probe"] = probe_meta(LatencyTable(done, {k: v for k, v in meta.items() if k != "probe"}))
     table.save(path)  # rewrite sorted, with the final metadata
     return table
 
