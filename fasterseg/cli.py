@@ -244,7 +244,7 @@ def cmd_study(args) -> int:
     from . import studies
 
     cfg = _config(args)
-    seeds = tuple(args.seeds)
+    seeds = tuple(getattr(args, "seeds", ()))
     if args.study_cmd == "distill":
         df = studies.distill_study(cfg, resolve(args.pipeline), seeds)
     elif args.study_cmd == "sweep":

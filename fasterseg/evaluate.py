@@ -206,7 +206,8 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
 
     net = inference_copy(model)  # BN folded, logits only: the deployed form
     params, gmacs = totals(net, (1, 3, e.latency_height, e.latency_width))
-    lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), threads, "cpu")
+    # one thread: the steadiest figure on a shared machine, and the thread count of the kit's CPU tables
+    lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), 1, "cpu")
     names = list(CITYSCAPES_CLASSES) if d.num_classes == 19 else [str(i) for i in range(d.num_classes)]
     n_img = min(len(val), e.images) if e.images else len(val)
     extra = {"run": str(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),

@@ -64,7 +64,8 @@ def run_point(run: str | Path, name: str, kind: str, backend: str = "onnxruntime
 def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime") -> pd.DataFrame:
     """Every trained network of the committed reference runs under `root` that exists: the cpu pipeline's
     teacher, its student with and without distillation (3 seeds), the collapse study's coarse- and
-    decoupled-penalty students (3 seeds); with a ``front`` column marking the Pareto front."""
+    decoupled-penalty students (3 seeds), the peers and the published FasterSeg student trained under the
+    same budget; with a ``front`` column marking the Pareto front."""
     from .paths import resolve
 
     root = resolve(root)
@@ -80,6 +81,9 @@ def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime
     peers = root / "peers-cpu" / "results.csv"
     if peers.exists():
         parts.append(study_points(peers, "peer", backend))
+    published = root / "published-cpu" / "results.csv"
+    if published.exists():
+        parts.append(study_points(published, "published", backend, "published "))
     if not parts:
         return pd.DataFrame(columns=POINT_COLUMNS + ["front"])
     df = pd.concat(parts, ignore_index=True)

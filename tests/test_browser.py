@@ -73,11 +73,20 @@ def test_latency_slider_in_a_real_browser(lab, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}&reset")
         page.wait_for_selector(".jp-Notebook", timeout=60000)
+        try:  # a "Select Kernel" dialog may ask first: accept the proposed Python 3 kernel
+            page.locator(".jp-Dialog .jp-mod-accept").click(timeout=10000)
+        except Exception:
+            pass
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60000)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator("li[data-command='runmenu:run-all']").click()
         slider = page.locator(".widget-slider").first
-        slider.wait_for(timeout=120000)
+        try:
+            slider.wait_for(timeout=120000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "no-slider.png"))
+            print(f"no slider after run-all; screenshot {tmp_path / 'no-slider.png'}")
+            raise
         readout = page.locator(".widget-html-content b").first
         readout.wait_for(timeout=60000)
         time.sleep(2)

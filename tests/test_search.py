@@ -229,3 +229,44 @@ def test_records_of_a_run_without_checkpoint_are_replaced(data_root, tmp_path):
     run_search(tiny_cfg(data_root, **{"search.search_epochs": 1}), out, progress=False, max_steps=2)
     steps = pd.read_csv(out / "history" / "steps.csv")
     assert list(steps["step"]) == [1, 2] and "loss_weight" in steps
+
+
+def _search_rank(rank, world, port, cfg_json, out, dump):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    import torch.distributed as dist
+
+    import fasterseg.search as search
+    from fasterseg.config import RunConfig
+
+    real = search.SearchRun.end_epoch
+
+    def end_and_dump(self, phase, epoch, seconds):
+        real(self, phase, epoch, seconds)
+        torch.save(self.s.net.state_dict(), f"{dump}-{rank}.pt")
+
+    search.SearchRun.end_epoch = end_and_dump
+    search.run_search(RunConfig.from_dict(json.loads(cfg_json)), out, progress=False)
+    dist.destroy_process_group()
+
+
+def test_search_under_two_processes_keeps_the_ranks_identical(data_root, tmp_path):
+    """torchrun-style search on 2 gloo ranks: weight and architecture gradients all-reduced, so both ranks
+    end with identical supernets; only rank 0 writes the records."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    cfg = tiny_cfg(data_root, **{"search.search_epochs": 1, "search.steps_per_epoch": 2})
+    prepare_data(cfg.data, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_search_rank, args=(2, port, cfg.to_json(), str(tmp_path / "run"), str(tmp_path / "rank")),
+                       nprocs=2, start_method="spawn")
+    a, b = (torch.load(tmp_path / f"rank-{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in a.items():
+        if v.is_floating_point() and "running" not in k:
+            assert torch.equal(v, b[k]), k
+    assert read_info(tmp_path / "run")["status"] == "done"
+    assert list(load_history(tmp_path / "run")["steps"]["step"]) == [1, 2, 3, 4]

@@ -41,24 +41,28 @@ class TuningPanel:
         from ..runs import load_history
 
         w = self.w
+        from ..runs import final_arch
+
         row = tuning.nearest_run(self.sweep, w["lam"].value, w["penalty"].value)
-        arch = tuning.run_architecture(row)
         i = 0 if w["arch_set"].value == "teacher" else 1
+        arch = tuning.run_architecture(row) if i else final_arch(row["folder"], "teacher")
+        latency_ms = float(row["latency_ms"]) if i else self.lut.predict(arch)
         hist = load_history(row["folder"])["arch"]
         a = tuning.arch_set_at(hist, self.space, w["arch_set"].value, search_widths=i > 0)
         rates = (w["r_alpha"].value, w["r_beta"].value, w["r_gamma"].value)
         grads = tuning.penalty_gradients(a, self.expected[i], w["lam"].value, rates, w["penalty"].value)
         ops, widths = tuning.histograms(arch)
         lo, hi = w["fps_band"].value
-        fps = float(row["fps"])
+        fps = 1000 / latency_ms
         band = "inside" if lo < fps < hi else ("above: adaptive λ would halve" if fps >= hi else
                                                "below: adaptive λ would double")
         return {"run": row["run"], "lam": float(row["lam"]), "penalty": row["penalty"], "arch": arch,
-                "latency_ms": float(row["latency_ms"]), "fps": fps, "band": band, "miou": float(row["miou"]),
-                "ops": ops, "widths": widths, "gradients": grads}
+                "arch_set": w["arch_set"].value, "latency_ms": latency_ms, "fps": fps, "band": band,
+                "miou": float(row["miou"]), "ops": ops, "widths": widths, "gradients": grads}
 
     def readout(self, s: dict) -> str:
-        return (f"nearest sweep run <b>{s['run']}</b> (λ = {s['lam']:g}, {s['penalty']}): derived student "
+        return (f"nearest sweep run <b>{s['run']}</b> (λ = {s['lam']:g}, {s['penalty']}): "
+                f"derived {s['arch_set']} "
                 f"<b>{s['latency_ms']:.2f} ms ({s['fps']:.0f} FPS)</b> predicted by {self.cfg.latency.table}, "
                 f"{s['band']} the band; search-time mIoU {100 * s['miou']:.1f} %")
 
@@ -80,6 +84,8 @@ class TuningPanel:
             "arch_set": W.ToggleButtons(options=["student", "teacher"], value="student", description="set"),
         }
         for c in self.w.values():
+            c.layout.width = "420px"
+            c.style.description_width = "70px"
             c.observe(lambda _: self.update(), names="value")
         self.info = W.HTML()
         self.graph = W.Image(format="png")
