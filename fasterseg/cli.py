@@ -147,21 +147,11 @@ def cmd_latency_validate(args) -> int:
     return 0
 
 def cmd_latency_calibrate(args) -> int:
-    from .latency import LatencyTable
-    from .latency.calibrate import measure_fit, rescaled, runnable_here
+    from .latency.calibrate import calibrate_table
 
     cfg = _config(args)
-    path = resolve(args.table or cfg.latency.table)
-    table = LatencyTable.load(path)
-    why_not = runnable_here(table)
-    if why_not:
-        raise ValueError(f"{path} cannot be re-timed here: {why_not}")
-    fit = measure_fit(table)
-    print(f"{path}: the probe's {fit['blocks']} blocks run {fit['factor']:.3f}x the recorded times on this machine "
-          f"(per block: {', '.join(f'{r:.2f}' for r in fit['ratios'])}; {fit['seconds']:.1f} s)")
-    if args.write:
-        out = rescaled(table, fit["factor"], f"rescaled from {path}").save(resolve(args.write))
-        print(f"rescaled copy written to {out} (point latency.table at it)")
+    print("\n".join(calibrate_table(resolve(args.table or cfg.latency.table), resolve(args.write) if args.write
+                                     else None)))
     return 0
 
 
@@ -203,24 +193,23 @@ def cmd_train(args) -> int:
 
     out = resolve(args.out or f"runs/train-{args.profile or 'tiny'}")
     cfg = _resume_config(args, out, TRAIN_SECTIONS + ("eval",))
-    model = args.model
-    if model is None:
-        import json as _json
+    from .train import stored_model
 
-        if not (args.resume and (out / "model.json").exists()):
-            raise ValueError("name the network to train: --model <architecture JSON | published name | peer:NAME>")
-        model = _json.loads((out / "model.json").read_text())
-        args.teacher = args.teacher or model.pop("teacher", None)
-    run_train(cfg, model, out, resume=args.resume, teacher=resolve(args.teacher) if args.teacher else None,
+    model, teacher = (args.model, args.teacher) if args.model else stored_model(out, args.resume, args.teacher)
+    run_train(cfg, model, out, resume=args.resume, teacher=resolve(teacher) if teacher else None,
               max_steps=args.max_steps)
     print(f"run directory: {out}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_run, summary_lines
+    from .evaluate import evaluate_run, remeasure_latency, summary_lines
 
     cfg = _config(args, ("data", "eval", "runtime"))
+    if args.latency_only:
+        for x in remeasure_latency(cfg, resolve(args.run), args.weights):
+            print(f"{x['backend']}: {x['median_ms']:.2f} ms, {x['threads']} thread(s), {x['resolution']}")
+        return 0
     print("\n".join(summary_lines(evaluate_run(cfg, resolve(args.run), which=args.weights))))
     return 0
 
@@ -241,22 +230,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from . import studies
+    from .studies import run_study
 
     cfg = _config(args)
-    seeds = tuple(getattr(args, "seeds", ()))
-    if args.study_cmd == "distill":
-        df = studies.distill_study(cfg, resolve(args.pipeline), seeds)
-    elif args.study_cmd == "sweep":
-        df = studies.run_sweep(cfg, resolve(args.out or f"runs/sweep-{cfg.profile}"), tuple(args.lams))
-        print(df.round(3).to_string(index=False))
-        return 0
-    elif args.study_cmd == "peers":
-        df = studies.peers_study(cfg, resolve(args.out or f"runs/peers-{cfg.profile}"), seeds)
-    else:
-        df = studies.collapse_training(cfg, resolve(args.study), seeds)
-    print(df.round(4).to_string(index=False))
-    print(studies.mean_std(df, cols=("miou",)).round(4).to_string())
+    target = getattr(args, "pipeline", None) or getattr(args, "study", None) or args.out
+    print("\n".join(run_study(args.study_cmd, cfg, resolve(target or f"runs/{args.study_cmd}-{cfg.profile}"),
+                               tuple(getattr(args, "seeds", ())), tuple(getattr(args, "lams", ())))))
     return 0
 
 
@@ -323,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "lraspp_mobilenetv3_large, bisenetv2, ddrnet23_slim)"}),
          ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, MAX_STEPS)
     _cmd(sub, "evaluate", cmd_evaluate, "whole-image mIoU, per-class IoU, majority baseline, measured latency", True,
-         RUN, WEIGHTS)
+         RUN, WEIGHTS, ("--latency-only", {"action": "store_true",
+                                           "help": "re-time the latency only (on a quiet machine) into the metrics"}))
     _cmd(sub, "export", cmd_export, "ONNX (BN folded) checked against PyTorch; TensorRT where available", True, RUN,
          WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}))
     _cmd(sub, "predict", cmd_predict, "colour overlays (and Cityscapes label-id PNGs) for a folder of images", False,

@@ -182,3 +182,15 @@ def run_sweep(cfg: RunConfig, out: str | Path, lams: tuple[float, ...] = (0.01, 
     df = pd.DataFrame(rows)
     df.to_csv(out / "sweep.csv", index=False)
     return df
+
+
+def run_study(kind: str, cfg: RunConfig, target: Path, seeds: tuple[int, ...] = (),
+              lams: tuple[float, ...] = ()) -> list[str]:
+    """`fasterseg study KIND`: distill (target: a pipeline folder), collapse (a collapse study folder), peers
+    or sweep (an output folder). Returns the lines to print: the per-run table and the mean ± std."""
+    seeds = seeds or (0, 1, 2)
+    if kind == "sweep":
+        return [run_sweep(cfg, target, lams or (0.01, 0.03, 0.1, 0.3, 1.0)).round(3).to_string(index=False)]
+    run = {"distill": distill_study, "collapse": collapse_training}.get(kind)
+    df = run(cfg, target, seeds) if run else peers_study(cfg, target, seeds)
+    return [df.round(4).to_string(index=False), mean_std(df, cols=("miou",)).round(4).to_string()]

@@ -363,6 +363,14 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
     return out
 
 
+def stored_model(out: Path, resume: bool, teacher: str | None = None) -> tuple[dict, str | None]:
+    """For ``--resume`` without ``--model``: the model (and teacher) the run in `out` was started with."""
+    if not (resume and (Path(out) / "model.json").exists()):
+        raise ValueError("name the network to train: --model <architecture JSON | published name | peer:NAME>")
+    spec = json.loads((Path(out) / "model.json").read_text())
+    return spec, teacher or spec.pop("teacher", None)
+
+
 def _check_same_model(out: Path, spec: dict) -> None:
     f = out / "model.json"
     if not f.exists():

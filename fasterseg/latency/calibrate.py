@@ -111,3 +111,19 @@ def check_fit(table: LatencyTable, mode: str, where: str, profile: str = "...") 
     warnings.warn(msg + ("; scaled in memory (latency.calibration=rescale)" if mode == "rescale" else
                          "; used as it is (latency.calibration=warn)"), stacklevel=2)
     return rescaled(table, f, f"in memory, from {where}") if mode == "rescale" else table
+
+
+def calibrate_table(path, write=None) -> list[str]:
+    """`fasterseg latency calibrate`: the factor of the table at `path` on this machine, per block; with
+    `write`, a copy rescaled by it. Returns the lines to print."""
+    table = LatencyTable.load(path)
+    why_not = runnable_here(table)
+    if why_not:
+        raise LatencyTableError(f"{path} cannot be re-timed here: {why_not}")
+    fit = measure_fit(table)
+    lines = [f"{path}: the probe's {fit['blocks']} blocks run {fit['factor']:.3f}x the recorded times on this "
+             f"machine (per block: {', '.join(f'{r:.2f}' for r in fit['ratios'])}; {fit['seconds']:.1f} s)"]
+    if write:
+        out = rescaled(table, fit["factor"], f"rescaled from {path}").save(write)
+        lines.append(f"rescaled copy written to {out} (point latency.table at it)")
+    return lines
