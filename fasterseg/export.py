@@ -95,26 +95,13 @@ def inference_copy(model: nn.Module, interpolation: str = "bilinear") -> nn.Modu
 def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, opset: int = 17,
                 interpolation: str = "bilinear") -> Path:
     """Write the BN-folded inference form of `model` as ONNX to `path` (input ``image`` 1x3xHxW)."""
-    import warnings
+
+    from .latency.backends import onnx_export
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     m = inference_copy(model.cpu(), interpolation)
-    x = (torch.zeros(1, 3, height, width),)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(m, x, str(path), dynamo=False, input_names=["image"], output_names=["logits"],
-                              opset_version=opset)
-        except torch.onnx.errors.SymbolicValueError:
-            # e.g. adaptive pooling to sizes that do not divide the input (Fast-SCNN's pyramid pooling):
-            # the dynamo exporter decomposes it (slower to export, same graph semantics)
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(m, x, str(path), dynamo=True, input_names=["image"], output_names=["logits"],
-                                  opset_version=max(opset, 18), external_data=False)
+    onnx_export(m, (torch.zeros(1, 3, height, width),), str(path), ["image"], ["logits"], opset)
     return path
 
 

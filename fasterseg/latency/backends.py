@@ -108,14 +108,33 @@ class TorchBackend(Backend):
 
 def export_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """ONNX bytes of `module` (TorchScript exporter: ~0.1 s per block, against seconds with dynamo)."""
-    import warnings
 
     f = io.BytesIO()
+    onnx_export(module.eval(), (torch.randn(*input_shape),), f, ["x"], ["y"], 17)
+    return f.getvalue()
+
+
+def onnx_export(module: nn.Module, args: tuple, f, input_names: list[str], output_names: list[str],
+                opset: int = 17) -> None:
+    """`torch.onnx.export` with the TorchScript exporter (fast), falling back to the dynamo exporter where
+    TorchScript cannot express an operator (e.g. adaptive pooling to sizes that do not divide the input,
+    as Fast-SCNN's pyramid pooling at most resolutions). Warnings and the dynamo exporter's progress
+    lines are silenced."""
+    import contextlib
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.randn(*input_shape),), f, dynamo=False, input_names=["x"],
-                          output_names=["y"], opset_version=17)
-    return f.getvalue()
+        try:
+            torch.onnx.export(module, args, f, dynamo=False, input_names=input_names, output_names=output_names,
+                              opset_version=opset)
+        except torch.onnx.errors.SymbolicValueError:
+            if isinstance(f, io.BytesIO):
+                f.seek(0)
+                f.truncate()
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(module, args, f, dynamo=True, input_names=input_names, output_names=output_names,
+                                  opset_version=max(opset, 18), external_data=False)
 
 
 class OnnxRuntimeBackend(Backend):
