@@ -240,12 +240,13 @@ def _calibration_images(cfg, height: int, width: int, n: int = 8):
 
 
 def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 20, networks: tuple[str, ...] = (),
-                   resolutions: tuple[tuple[int, int], ...] = ()) -> dict:
+                   resolutions: tuple[tuple[int, int], ...] = (), archs: tuple[str, ...] = ()) -> dict:
     """Every network (the published FasterSeg student and the peers, or `networks`) at each resolution:
     parameters, GMACs, and latency on torch eager, ONNX Runtime fp32 and ONNX Runtime int8 (static,
     calibrated on the profile's training images), each timed `rounds` times interleaved with the reference
     convolution (median, min, max, ratio to the reference, achieved share of the reference's GMAC/s).
-    Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048."""
+    Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048. `archs`: architecture files (or
+    published names) measured beside them, named by their file's stem."""
     import tempfile
 
     import onnxruntime as ort
@@ -262,6 +263,8 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     res_list = resolutions or (((128, 256),) if profile_name == "tiny" else ((512, 1024), (1024, 2048)))
     builders = {"fasterseg_student": lambda: DerivedNet(published.load("fasterseg_student"), aux=False)}
     builders.update({n: (lambda n=n: PEERS[n](19, aux=False)) for n in PEERS})
+    for a in archs:  # derived networks of the user's: name = the file's stem
+        builders[Path(a).stem] = lambda a=a: DerivedNet(published.resolve(a), aux=False)
     names = networks or tuple(builders)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -99,11 +99,17 @@ def cmd_bench(args) -> int:
     elif args.bench_cmd == "networks":
         from .bench import bench_networks
 
-        res = bench_networks(name, args.threads, args.rounds)
+        res = bench_networks(name, args.threads, args.rounds, tuple(args.only or ()), archs=tuple(args.arch or ()))
     else:
         res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
     print("\n".join(summary_lines(res)))
-    print(write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
+    path = write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json"))
+    if "networks" in res:
+        from .bench import networks_markdown
+        from .paths import write_text
+
+        write_text(path.with_suffix(".md"), networks_markdown(res))
+    print(path)
     return 0
 
 
@@ -347,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
              ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),
              ("--rounds", {"type": "positive", "default": 5, "help": "timed rounds, interleaved with the reference"}),
-             ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}))
+             ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}),
+             *((("--arch", {"nargs": "*", "help": "architecture files measured beside the others"}),
+                ("--only", {"nargs": "*", "help": "measure only these networks"})) if name == "networks" else ()))
     _cmd(sub, "figures", cmd_figures, "regenerate every figure in figures/ from data and logged runs", False,
          ("--out", {"default": "figures"}))
     return ap

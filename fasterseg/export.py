@@ -217,3 +217,36 @@ def onnx_predictions(path: str | Path, images: np.ndarray, threads: int = 1) -> 
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {"image": images[i:i + 1]})[0].argmax(1) for i in range(len(images))])
+
+
+def int8_report(run: str | Path, cfg, calibration_images: int = 16) -> dict:
+    """mIoU of a trained run's network exported at the validation resolution in fp32 and in int8 (static,
+    calibrated on `calibration_images` training images), both with ONNX Runtime, on the whole validation
+    split; with the share of pixels whose class agrees."""
+    import tempfile
+
+    from .data.cityscapes import build_dataset
+    from .data.transforms import EvalTransform
+    from .evaluate import load_trained
+    from .metrics import SegMeter
+
+    model, spec = load_trained(run)
+    val = build_dataset(cfg.data, "val", EvalTransform())
+    train = build_dataset(cfg.data, "train", EvalTransform())
+    h, w = val[0][0].shape[-2:]
+    calib = np.stack([train[i][0].numpy() for i in range(min(calibration_images, len(train)))])
+    images = np.stack([val[i][0].numpy() for i in range(len(val))])
+    labels = np.stack([val[i][1].numpy() for i in range(len(val))])
+    out = {"run": str(run), "resolution": [int(h), int(w)], "images": len(val), "calibration_images": len(calib)}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", h, w)
+        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", calib)
+        preds = {}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            preds[name] = onnx_predictions(path, images)
+            meter = SegMeter(spec["num_classes"])
+            meter.update(preds[name], labels)
+            out[f"miou_{name}"] = meter.scores().miou
+    out["class_agreement"] = float((preds["fp32"] == preds["int8"]).mean())
+    out["miou_change_points"] = 100 * (out["miou_int8"] - out["miou_fp32"])
+    return out
