@@ -194,3 +194,17 @@ def run_study(kind: str, cfg: RunConfig, target: Path, seeds: tuple[int, ...] = 
     run = {"distill": distill_study, "collapse": collapse_training}.get(kind)
     df = run(cfg, target, seeds) if run else peers_study(cfg, target, seeds)
     return [df.round(4).to_string(index=False), mean_std(df, cols=("miou",)).round(4).to_string()]
+
+
+def refresh_latency(folder: str | Path) -> pd.DataFrame:
+    """Copy each run's current measured latency (``eval/metrics.json``, e.g. after `evaluate
+    --latency-only`) into a training study's ``results.csv``."""
+    folder = Path(folder)
+    df = pd.read_csv(folder / "results.csv")
+    for i, r in df.iterrows():
+        m = json.loads((folder / f"{r['variant']}-seed{int(r['seed'])}" / "eval" / "metrics.json").read_text())
+        for x in m["latency"]:
+            if "median_ms" in x:
+                df.loc[i, f"measured_ms_{x['backend']}"] = x["median_ms"]
+    df.to_csv(folder / "results.csv", index=False)
+    return df

@@ -74,13 +74,16 @@ def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime
     if (pipe / "train-teacher" / "eval" / "metrics.json").exists():
         parts.append(run_point(pipe / "train-teacher", "teacher", "teacher", backend))
     if (pipe / "distill-study" / "results.csv").exists():
-        parts.append(study_points(pipe / "distill-study" / "results.csv", "searched student", backend, "student, "))
+        parts.append(study_points(pipe / "distill-study" / "results.csv", "searched student", backend, "student "))
     trained = root / "collapse-cpu" / "trained" / "results.csv"
     if trained.exists():
-        parts.append(study_points(trained, "collapse study", backend, "student, penalty "))
+        parts.append(study_points(trained, "collapse study", backend, ""))
     peers = root / "peers-cpu" / "results.csv"
     if peers.exists():
         parts.append(study_points(peers, "peer", backend))
+    cpu_student = root / "cpu-student" / "results.csv"
+    if cpu_student.exists():
+        parts.append(study_points(cpu_student, "searched for this CPU", backend, ""))
     published = root / "published-cpu" / "results.csv"
     if published.exists():
         parts.append(study_points(published, "published", backend, "published "))

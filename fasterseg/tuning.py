@@ -98,7 +98,8 @@ def penalty_gradients(a: ArchSet, expected: ExpectedLatency, lam: float, rates: 
 def histograms(arch: Architecture) -> tuple[pd.Series, pd.Series]:
     """(operator counts over all kept cells, output-width counts as fractions of 12) of an architecture."""
     ops = pd.Series([o for b in arch.branches for o in b.ops]).value_counts().reindex(PRIMITIVES, fill_value=0)
-    widths = pd.Series([f"{round(12 * w)}/12" for b in arch.branches for w in b.widths]).value_counts().sort_index()
+    counts = pd.Series([round(12 * w) for b in arch.branches for w in b.widths]).value_counts().sort_index()
+    widths = pd.Series(counts.to_numpy(), index=[f"{k}/12" for k in counts.index])
     return ops, widths
 
 
