@@ -351,6 +351,11 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
         say(f"the search in {out} is already complete; nothing to do")
         return Path(out)
     runtime = Runtime.start(cfg.runtime)
+    for name in ("batch_size", "pretrain_batch_size"):
+        b = getattr(cfg.search, name)
+        if b % runtime.world or b // runtime.world < 2:
+            raise SearchError(f"search.{name}={b} must split into at least 2 images on each of the {runtime.world} "
+                              "processes (batch norm needs more than one image)")
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
     runtime.barrier()

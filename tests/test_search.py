@@ -257,7 +257,8 @@ def test_search_under_two_processes_keeps_the_ranks_identical(data_root, tmp_pat
 
     import torch.multiprocessing as mp
 
-    cfg = tiny_cfg(data_root, **{"search.search_epochs": 1, "search.steps_per_epoch": 2})
+    cfg = tiny_cfg(data_root, **{"search.search_epochs": 1, "search.steps_per_epoch": 2, "search.batch_size": 4,
+                                 "search.pretrain_batch_size": 4})  # 2 images per rank: batch norm needs > 1
     prepare_data(cfg.data, progress=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

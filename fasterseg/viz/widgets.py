@@ -89,7 +89,7 @@ class TuningPanel:
             c.observe(lambda _: self.update(), names="value")
         self.info = W.HTML()
         self.graph = W.Image(format="png")
-        self.plots = W.Output()
+        self.plots = W.Image(format="png")  # the static figure as an image widget (deterministic under nbval)
         self.grad_table = W.HTML()
         self.button = W.Button(description="search here", icon="play")
         self.button.on_click(lambda _: self.search_here())
@@ -105,16 +105,15 @@ class TuningPanel:
         self.info.value = self.readout(s)
         self.grad_table.value = s["gradients"].round(4).to_html()
         self.graph.value = arch_graph(s["arch"], f"{s['run']}: derived {self.w['arch_set'].value}").pipe(format="png")
-        self.plots.clear_output(wait=True)
-        with self.plots:
-            fig = self.static_figure(s, show_graph=False)
-            from IPython.display import display
+        import io
 
-            display(fig)
+        buf = io.BytesIO()
+        self.static_figure(s).savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        self.plots.value = buf.getvalue()
         self.last_state = s
         return s
 
-    def static_figure(self, s: dict | None = None, show_graph: bool = False):
+    def static_figure(self, s: dict | None = None):
         """Histograms of the nearest run's operators and widths, and the sweep's latency–mIoU points with the
         chosen run marked (matplotlib, for a static notebook view)."""
         s = s or self.state()
