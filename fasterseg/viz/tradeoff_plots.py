@@ -34,6 +34,8 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
     from matplotlib.ticker import ScalarFormatter
 
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_xlim(points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5)  # room for the labels
     r = points.iloc[0]
     ax.set_xlabel(f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, fp32", fontsize=9)
     ax.set_ylabel("mIoU (%), whole validation images", fontsize=9)
