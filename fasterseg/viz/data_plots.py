@@ -18,23 +18,42 @@ def overlay(img: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.nd
 
 def plot_samples(samples: list[tuple[np.ndarray, np.ndarray]], titles: list[str] | None = None, axes=None):
     """A row per sample: image, colour labels, overlay. `samples`: [(RGB (H,W,3), train ids (H,W))]."""
-    n = len(samples)
+    rows = [(img, colorize(lab), overlay(img, lab)) for img, lab in samples]
+    return image_grid(rows, ("image", "labels (train ids)", "overlay"), titles, axes=axes)
+
+
+def _two_lines(title: str, width: int = 16) -> str:
+    """A long row title broken at the underscore nearest its middle, so it fits beside one row."""
+    cuts = [i for i, ch in enumerate(title) if ch == "_"]
+    if len(title) <= width or not cuts:
+        return title
+    i = min(cuts, key=lambda k: abs(k - len(title) / 2))
+    return title[:i + 1] + "\n" + title[i + 1:]
+
+
+def image_grid(rows: list[tuple[np.ndarray, ...]], columns: tuple[str, ...], titles: list[str] | None = None,
+               stamp: str = "", axes=None):
+    """Pictures (H, W, 3) in a grid without ticks: one row per entry of `rows`, column titles on top,
+    optional row titles at the left and a `stamp` line above."""
+    n, k = len(rows), len(columns)
     if axes is None:
-        h, w = samples[0][1].shape
-        fig, axes = plt.subplots(n, 3, figsize=(9.6, 9.6 * n * h / (3 * w) + 0.3), squeeze=False)
+        h, w = rows[0][0].shape[:2]
+        _, axes = plt.subplots(n, k, figsize=(9.6, 9.6 * n * h / (k * w) + (0.6 if stamp else 0.3)), squeeze=False)
     axes = np.atleast_2d(axes)
-    for r, (img, lab) in enumerate(samples):
-        for c, (pic, name) in enumerate(((img, "image"), (colorize(lab), "labels (train ids)"),
-                                         (overlay(img, lab), "overlay"))):
+    for r, pics in enumerate(rows):
+        for c, pic in enumerate(pics):
             ax = axes[r, c]
             ax.imshow(pic, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title(columns[c], fontsize=9)
         if titles:
-            axes[r, 0].set_ylabel(titles[r], fontsize=7)
-    axes[0, 0].figure.subplots_adjust(wspace=0.02, hspace=0.04)
-    return axes[0, 0].figure
+            axes[r, 0].set_ylabel(_two_lines(titles[r]), fontsize=8)
+    fig = axes[0, 0].figure
+    if stamp:
+        fig.suptitle(stamp, fontsize=8)
+    fig.subplots_adjust(wspace=0.02, hspace=0.04)
+    return fig
 
 
 def plot_class_frequencies(freq: pd.DataFrame | pd.Series, ax=None, log: bool = True):

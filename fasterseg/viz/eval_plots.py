@@ -13,23 +13,10 @@ def plot_overlays(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], titl
                   stamp: str = ""):
     """A row per image: image | ground truth | prediction, in Cityscapes colours (ignored pixels black).
     `samples`: [(RGB (H, W, 3) uint8, ground-truth train ids (H, W), predicted train ids (H, W))]."""
-    n = len(samples)
-    h, w = samples[0][1].shape
-    fig, axes = plt.subplots(n, 3, figsize=(9.6, 9.6 * n * h / (3 * w) + 0.6), squeeze=False)
-    for r, (img, gt, pred) in enumerate(samples):
-        for c, (pic, name) in enumerate(((img, "image"), (colorize(gt), "ground truth"),
-                                         (colorize(np.where(gt == IGNORE, IGNORE, pred)), "prediction"))):
-            ax = axes[r, c]
-            ax.imshow(pic, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-        if titles:
-            axes[r, 0].set_ylabel(titles[r], fontsize=8)
-    if stamp:
-        fig.suptitle(stamp, fontsize=8)
-    fig.subplots_adjust(wspace=0.02, hspace=0.04)
-    return fig
+    from .data_plots import image_grid
+
+    rows = [(img, colorize(gt), colorize(np.where(gt == IGNORE, IGNORE, pred))) for img, gt, pred in samples]
+    return image_grid(rows, ("image", "ground truth", "prediction"), titles, stamp)
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], stamp: str = "", ax=None):
