@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .data.labels import IGNORE
 from .metrics import SegMeter, SegScores
+from .paths import display_path
 
 
 def _pad32(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -210,7 +211,7 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), 1, "cpu")
     names = list(CITYSCAPES_CLASSES) if d.num_classes == 19 else [str(i) for i in range(d.num_classes)]
     n_img = min(len(val), e.images) if e.images else len(val)
-    extra = {"run": str(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),
+    extra = {"run": display_path(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),
              "flip": e.flip, "majority_baseline": base, "params_M": params, "GMACs": gmacs,
              "macs_resolution": [e.latency_height, e.latency_width], "latency": lat,
              "model": spec.get("name") or spec.get("arch", {}).get("name")}

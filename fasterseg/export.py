@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from .paths import display_path
 
 
 class ExportUnavailable(RuntimeError):
@@ -160,8 +161,8 @@ def export_run(run: str | Path, cfg, out: str | Path | None = None, which: str =
     x = cfg.export
     onnx_path = export_onnx(model, out / "model.onnx", x.height, x.width, x.opset, x.interpolation)
     check = check_onnx(model, onnx_path) if x.interpolation == "bilinear" else {}
-    summary = {"onnx": str(onnx_path), "weights": which, "height": x.height, "width": x.width, "opset": x.opset,
-               "interpolation": x.interpolation, "folded_bn": fold_bn(model).folded_bn, **check}
+    summary = {"onnx": display_path(onnx_path), "weights": which, "height": x.height, "width": x.width,
+               "opset": x.opset, "interpolation": x.interpolation, "folded_bn": fold_bn(model).folded_bn, **check}
     if check and check["max_rel_diff"] > x.tolerance:
         raise RuntimeError(f"ONNX Runtime and PyTorch disagree by {check['max_abs_diff']:.3g} on logits up to "
                            f"{check['max_abs_logit']:.3g} (relative {check['max_rel_diff']:.2g} > export.tolerance "
@@ -237,7 +238,8 @@ def int8_report(run: str | Path, cfg, calibration_images: int = 16) -> dict:
     calib = np.stack([train[i][0].numpy() for i in range(min(calibration_images, len(train)))])
     images = np.stack([val[i][0].numpy() for i in range(len(val))])
     labels = np.stack([val[i][1].numpy() for i in range(len(val))])
-    out = {"run": str(run), "resolution": [int(h), int(w)], "images": len(val), "calibration_images": len(calib)}
+    out = {"run": display_path(run), "resolution": [int(h), int(w)], "images": len(val),
+           "calibration_images": len(calib)}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", h, w)
         int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", calib)

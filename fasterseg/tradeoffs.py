@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from .paths import display_path
 
 POINT_COLUMNS = ["name", "kind", "miou", "miou_std", "seeds", "latency_ms", "backend", "resolution", "params_M",
                  "GMACs", "source"]
@@ -48,7 +49,7 @@ def study_points(results_csv: str | Path, kind: str, backend: str = "onnxruntime
         rows.append({"name": f"{prefix}{variant}", "kind": kind, "miou": 100 * g["miou"].mean(),
                      "miou_std": 100 * g["miou"].std(ddof=1) if len(g) > 1 else float("nan"), "seeds": len(g),
                      "latency_ms": ms, "backend": backend, "resolution": res, "params_M": m["params_M"],
-                     "GMACs": m["GMACs"], "source": str(results_csv.parent)})
+                     "GMACs": m["GMACs"], "source": display_path(results_csv.parent)})
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
 
 
@@ -58,7 +59,7 @@ def run_point(run: str | Path, name: str, kind: str, backend: str = "onnxruntime
     ms, res = _latency(m, backend)
     return pd.DataFrame([{"name": name, "kind": kind, "miou": 100 * m["miou"], "miou_std": float("nan"), "seeds": 1,
                           "latency_ms": ms, "backend": backend, "resolution": res, "params_M": m["params_M"],
-                          "GMACs": m["GMACs"], "source": str(run)}], columns=POINT_COLUMNS)
+                          "GMACs": m["GMACs"], "source": display_path(run)}], columns=POINT_COLUMNS)
 
 
 def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime") -> pd.DataFrame:

@@ -36,6 +36,7 @@ from .distill import Teacher, kd_loss
 from .losses import ohem_cross_entropy
 from .runs import RunDir, RunError, StopFlag, already_done, drive
 from .runtime import Runtime
+from .paths import display_path
 
 TRAIN_SECTIONS = ("data", "train", "distill", "runtime")
 EXPLODING_LOSS = 1e3  # a step loss above this (cross-entropy starts near ln(19) ~ 3) stops the run
@@ -327,7 +328,7 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
     out = Path(out)
     spec = model_spec(model, cfg.data.num_classes)
     if teacher is not None:
-        spec = {**spec, "teacher": str(teacher)}
+        spec = {**spec, "teacher": display_path(teacher)}
     if resume and already_done(out, "train", cfg, TRAIN_SECTIONS):
         _check_same_model(out, spec)
         say(f"the training in {out} is already complete; nothing to do")
