@@ -280,7 +280,7 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                 int8 = quantize_int8(fp32, Path(tmp) / f"{name}_{h}_int8.onnx", calib)
                 row = {"network": name, "resolution": [h, w], "params_M": params, "GMACs": gmacs}
                 for runtime, call in (("torch", lambda: _no_grad(net, x)),
-                                      ("ort_fp32", _ort_call(fp32, opts, x)), ("ort_int8", _ort_call(int8, opts, x))):
+                                      ("ort_fp32", ort_call(fp32, opts, x)), ("ort_int8", ort_call(int8, opts, x))):
                     r = interleaved(call, rounds, warmup=2)
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
                     row[runtime] = r
@@ -293,7 +293,7 @@ def _no_grad(net, x):
         net(x)
 
 
-def _ort_call(path, opts, x):
+def ort_call(path, opts, x):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -220,10 +220,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 def cmd_export(args) -> int:
-    from .export import export_run, summary_line
+    import json
 
-    cfg = _config(args, ("export",))
-    print(summary_line(export_run(resolve(args.run), cfg, resolve(args.out) if args.out else None, args.weights)))
+    from .export import export_run, forms_lines, forms_report, summary_line
+    from .paths import display_path, write_text
+
+    cfg = _config(args, ("data", "export") if args.forms else ("export",))
+    out = resolve(args.out) if args.out else resolve(args.run) / "export"
+    print(summary_line(export_run(resolve(args.run), cfg, out, args.weights)))
+    if args.forms:
+        report = forms_report(resolve(args.run), cfg, threads=cfg.runtime.threads or 1)
+        print("\n".join(forms_lines(report)))
+        print(f"wrote {display_path(write_text(out / 'forms.json', json.dumps(report, indent=2)))}")
     return 0
 
 def cmd_predict(args) -> int:
@@ -311,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
          RUN, WEIGHTS, ("--latency-only", {"action": "store_true",
                                            "help": "re-time the latency only (on a quiet machine) into the metrics"}))
     _cmd(sub, "export", cmd_export, "ONNX (BN folded) checked against PyTorch; TensorRT where available", True, RUN,
-         WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}))
+         WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}),
+         ("--forms", {"action": "store_true", "help": "also compare the deployed forms (fp32 nearest, int8) with fp32 "
+                      "bilinear: mIoU, pixel agreement, ONNX Runtime latency at 512x1024 (forms.json)"}))
     _cmd(sub, "predict", cmd_predict, "colour overlays (and Cityscapes label-id PNGs) for a folder of images", False,
          RUN, ("--images", {"required": True, "help": "folder of images (searched recursively)"}),
          ("--out", {"required": True, "help": "output folder"}),

@@ -220,12 +220,19 @@ def onnx_predictions(path: str | Path, images: np.ndarray, threads: int = 1) -> 
     return np.concatenate([sess.run(None, {"image": images[i:i + 1]})[0].argmax(1) for i in range(len(images))])
 
 
-def int8_report(run: str | Path, cfg, calibration_images: int = 16) -> dict:
-    """mIoU of a trained run's network exported at the validation resolution in fp32 and in int8 (static,
-    calibrated on `calibration_images` training images), both with ONNX Runtime, on the whole validation
-    split; with the share of pixels whose class agrees."""
+def forms_report(run: str | Path, cfg, calibration_images: int = 16, latency_hw: tuple[int, int] = (512, 1024),
+                 threads: int = 1, rounds: int = 20) -> dict:
+    """The deployed forms of a trained run's network, each against fp32 with bilinear resizing (the
+    reference): fp32 with nearest resizing (as the original's TensorRT figure) and int8 (static, calibrated on
+    `calibration_images` training images). Per form: mIoU on the whole validation split with ONNX Runtime (at
+    the validation resolution), the share of pixels whose class agrees with the reference, the mIoU change in
+    points, and ONNX Runtime latency (ms) at `latency_hw` timed `rounds` times interleaved with the reference
+    convolution (`bench.interleaved`), with its ratio to the reference form's."""
     import tempfile
 
+    import onnxruntime as ort
+
+    from .bench import ort_call, environment, interleaved
     from .data.cityscapes import build_dataset
     from .data.transforms import EvalTransform
     from .evaluate import load_trained
@@ -238,17 +245,52 @@ def int8_report(run: str | Path, cfg, calibration_images: int = 16) -> dict:
     calib = np.stack([train[i][0].numpy() for i in range(min(calibration_images, len(train)))])
     images = np.stack([val[i][0].numpy() for i in range(len(val))])
     labels = np.stack([val[i][1].numpy() for i in range(len(val))])
-    out = {"run": display_path(run), "resolution": [int(h), int(w)], "images": len(val),
-           "calibration_images": len(calib)}
+    lh, lw = latency_hw
+    calib_lat = torch.nn.functional.interpolate(torch.from_numpy(calib), size=(lh, lw), mode="bilinear",
+                                                align_corners=False).numpy()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    torch.set_num_threads(threads)
+    forms = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", h, w)
-        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", calib)
-        preds = {}
-        for name, path in (("fp32", fp32), ("int8", int8)):
-            preds[name] = onnx_predictions(path, images)
+        t = Path(tmp)
+        for name, interp, int8 in (("fp32_bilinear", "bilinear", False), ("fp32_nearest", "nearest", False),
+                                   ("int8_bilinear", "bilinear", True)):
+            at_val = export_onnx(model, t / f"{name}_val.onnx", h, w, interpolation=interp)
+            at_lat = export_onnx(model, t / f"{name}_lat.onnx", lh, lw, interpolation=interp)
+            if int8:
+                at_val = quantize_int8(at_val, t / f"{name}_val_q.onnx", calib)
+                at_lat = quantize_int8(at_lat, t / f"{name}_lat_q.onnx", calib_lat)
+            pred = onnx_predictions(at_val, images, threads)
             meter = SegMeter(spec["num_classes"])
-            meter.update(preds[name], labels)
-            out[f"miou_{name}"] = meter.scores().miou
-    out["class_agreement"] = float((preds["fp32"] == preds["int8"]).mean())
-    out["miou_change_points"] = 100 * (out["miou_int8"] - out["miou_fp32"])
-    return out
+            meter.update(pred, labels)
+            timing = interleaved(ort_call(at_lat, opts, torch.randn(1, 3, lh, lw)), rounds, warmup=2)
+            forms[name] = {"interpolation": interp, "precision": "int8" if int8 else "fp32",
+                           "miou": meter.scores().miou, "pred": pred, "latency": timing}
+    ref = forms["fp32_bilinear"]
+    for f in forms.values():
+        f["class_agreement"] = float((f.pop("pred") == ref["pred"]).mean()) if f is not ref else 1.0
+        f["miou_change_points"] = 100 * (f["miou"] - ref["miou"])
+        f["latency_ratio"] = f["latency"]["median_ms"] / ref["latency"]["median_ms"]
+    ref.pop("pred", None)
+    return {"run": display_path(run), "validation_resolution": [int(h), int(w)], "images": len(val),
+            "calibration_images": len(calib), "latency_resolution": [lh, lw], "backend": "onnxruntime",
+            "environment": environment(threads), "forms": forms}
+
+
+def forms_lines(r: dict) -> list[str]:
+    """The terminal lines of a `forms_report`."""
+    env = r["environment"]
+    lh, lw = r["latency_resolution"]
+    lines = [f"{r['run']}: mIoU on {r['images']} validation images at {r['validation_resolution'][0]}x"
+             f"{r['validation_resolution'][1]}; ONNX Runtime latency at {lh}x{lw}, {env['threads']} thread(s), "
+             f"load {env['load_average_1min']:.2f}"]
+    for name, f in r["forms"].items():
+        lat = f["latency"]
+        lines.append(f"  {name:14s} mIoU {100 * f['miou']:.2f} % ({f['miou_change_points']:+.2f} pts, "
+                     f"{100 * f['class_agreement']:.1f} % pixels agree)  {lat['median_ms']:.1f} ms "
+                     f"[{lat['min_ms']:.1f}-{lat['max_ms']:.1f}] = {f['latency_ratio']:.2f}x fp32 bilinear "
+                     f"({lat['ratio_to_reference']:.0f}x the reference conv, {lat['reference_gmacs_per_s']:.0f} "
+                     "GMAC/s)")
+    return lines

@@ -121,7 +121,7 @@ class Searcher:
                 with torch.no_grad():
                     d = {"latency_full_ms": float(self.expected[i](a))}
             self._check(loss, f"architecture ({a.name})")
-            loss.backward()
+            loss.backward(inputs=list(self.net.arch_parameters(i)))  # no weight gradients: not used here
             self.rt.all_reduce_grads(self.net.arch_parameters(i))
             self.arch_opts[i].step()
             details.update({f"loss_arch_{a.name}": float(loss.detach()), f"lam_{a.name}": self.lam[i],
@@ -135,9 +135,7 @@ class Searcher:
         with self.rt.autocast():
             loss, _ = supernet_weight_loss(self.net, x, y, pretrain=pretrain)
         self._check(loss, "weight")
-        loss.backward()
-        for p in self.net.arch_parameters():
-            p.grad = None
+        loss.backward(inputs=list(self.net.weight_parameters()))  # no architecture gradients
         self.rt.all_reduce_grads(self.net.weight_parameters())
         torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.search.grad_clip)
         self.weight_opt.step()

@@ -246,6 +246,27 @@ def test_validate_reports_correlation(table):
     nets = random_architectures(SPACE, 6, SHW, 19, seed=2, rules=RULES)
     df, summary = validate(table, Proportional(), nets, progress=False)
     assert summary["spearman"] == pytest.approx(1.0) and summary["mape"] == pytest.approx(0.1 / 1.1, rel=1e-6)
+    assert summary["mape_ci"] == pytest.approx([0.1 / 1.1] * 2, rel=1e-6)  # every network off by the same share
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_networks():
+    import numpy as np
+
+    from fasterseg.latency.validate import agreement
+
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (10, 80):
+        measured = rng.uniform(1, 10, n)
+        predicted = measured * rng.normal(1.0, 0.15, n)
+        a = agreement(predicted, measured)
+        for k in ("spearman", "mape"):
+            lo, hi = a[f"{k}_ci"]
+            assert lo <= a[k] <= hi
+        widths[n] = a["mape_ci"][1] - a["mape_ci"][0]
+        assert agreement(predicted, measured) == a  # seeded
+    assert widths[80] < widths[10]
+    assert agreement([1.0, 2.0], [1.1, 2.1])["spearman_ci"] is None  # too few networks for an interval
 
 
 @pytest.mark.reference

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from fasterseg.config import apply_overrides, profile
 from fasterseg.data.batching import batch_at
 from fasterseg.data.prepare import prepare_data
 from fasterseg.latency import load_for
+from fasterseg.losses import downsample_labels, ohem_cross_entropy, supernet_weight_loss, weight_passes
 from fasterseg.runs import RunError, final_arch, load_history, read_info
 from fasterseg.search import SearchError, Searcher, adapt_lambda, run_search, search_data
 from fasterseg.studies import compare_runs
@@ -197,6 +199,64 @@ def test_teacher_ignores_the_latency_penalty(data_root):
     student = [n for n in results[0] if n.startswith("1.")]
     assert all(torch.equal(results[0][n], results[1][n]) for n in teacher)
     assert any(not torch.equal(results[0][n], results[1][n]) for n in student)
+
+
+def _twin_batch(data_root):
+    cfg = tiny_cfg(data_root)
+    s = searcher(cfg)
+    train, _, w_idx, _ = search_data(cfg)
+    from fasterseg.data.transforms import TrainTransform
+
+    train.transform = TrainTransform(64, 64)
+    x, y = batch_at(train, w_idx, 2, 0, 0, 0, 1)
+    return s, x, downsample_labels(y)
+
+
+def test_merged_weight_passes_equal_the_separate_passes(data_root):
+    """The teacher's pass at its own widths and the max sandwich pass are one computation: run once and
+    counted twice, the gradient and the batch-norm statistics match running both passes."""
+    s, x, y = _twin_batch(data_root)
+    net = s.net
+    assert [(m, i, k) for m, i, k in weight_passes(net, pretrain=False)] == [
+        ("max", 0, ["teacher_sampled", "max"]), ("sampled", 1, ["student_sampled"]), ("min", 0, ["min"])]
+    assert len(weight_passes(net, pretrain=True)) == 4  # the random passes differ: nothing merged
+    twin = copy.deepcopy(net)
+    start_buffers = {n: b.clone() for n, b in net.named_buffers()}
+    loss, parts = supernet_weight_loss(net, x, y)
+    loss.backward()
+    ref, ref_parts = 0.0, {}
+    for mode, i in [("sampled", 0), ("sampled", 1), ("max", 0), ("min", 0)]:  # the four passes, one by one
+        out = twin(x, arch_set=i, widths=mode)
+        part = sum(ohem_cross_entropy(v, y) for v in out.values())
+        ref_parts[f"{twin.names[i]}_{mode}" if mode == "sampled" else mode] = float(part.detach())
+        ref = ref + part
+    ref.backward()
+    assert parts == pytest.approx(ref_parts, rel=1e-6)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    grads = [(p.grad, q.grad) for p, q in zip(net.weight_parameters(), twin.weight_parameters())]
+    assert sum(g is not None for g, _ in grads) > 10
+    for g, h in grads:
+        assert (g is None) == (h is None)
+        if g is not None:
+            torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
+    # batch-norm statistics: the same updates, in another order where a width is shared with the student
+    # (the moving average sees the teacher's batch twice before the student's, not around it)
+    for (name, b), (_, c), (_, start) in zip(net.named_buffers(), twin.named_buffers(), start_buffers.items()):
+        if name.endswith("num_batches_tracked"):
+            assert torch.equal(b, c), name
+        else:
+            moved = (c - start).abs().max()
+            assert (b - c).abs().max() <= 0.1 * moved + 1e-7, name  # 0.1: the momentum
+
+
+def test_architecture_step_gradients_do_not_need_weight_gradients(data_root):
+    s, x, y = _twin_batch(data_root)
+    out = s.net(x, arch_set=1, widths="sampled")
+    loss = sum(ohem_cross_entropy(v, y) for v in out.values())
+    only = torch.autograd.grad(loss, s.net.arch_parameters(1), retain_graph=True)
+    loss.backward()
+    for g, p in zip(only, s.net.arch_parameters(1)):
+        assert torch.equal(g, p.grad)
 
 
 def test_nan_loss_stops_and_keeps_the_checkpoint(data_root, tmp_path, monkeypatch):

@@ -325,3 +325,20 @@ def test_int8_quantisation_agrees_with_fp32_on_most_pixels(teacher_run, data_roo
     agree = float((onnx_predictions(fp32, images) == onnx_predictions(int8, images)).mean())
     print(f"int8 vs fp32 class agreement: {100 * agree:.1f} % of pixels")
     assert agree >= 0.9
+
+
+def test_deployed_forms_report(teacher_run, data_root):
+    """fp32 nearest and int8 against fp32 bilinear: the reference agrees with itself, the other forms agree on
+    most pixels, and their mIoU change is the difference of their mIoUs."""
+    from fasterseg.export import forms_lines, forms_report
+
+    r = forms_report(teacher_run, train_cfg(data_root), calibration_images=4, latency_hw=(64, 128), rounds=2)
+    f = r["forms"]
+    assert list(f) == ["fp32_bilinear", "fp32_nearest", "int8_bilinear"]
+    assert f["fp32_bilinear"]["class_agreement"] == 1.0 and f["fp32_bilinear"]["latency_ratio"] == 1.0
+    for name in ("fp32_nearest", "int8_bilinear"):
+        assert 0.8 <= f[name]["class_agreement"] < 1.0, name
+        assert f[name]["miou_change_points"] == pytest.approx(100 * (f[name]["miou"] - f["fp32_bilinear"]["miou"]))
+        assert f[name]["latency"]["median_ms"] > 0
+    assert f["fp32_nearest"]["interpolation"] == "nearest" and f["int8_bilinear"]["precision"] == "int8"
+    assert len(forms_lines(r)) == 4

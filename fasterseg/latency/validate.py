@@ -1,6 +1,6 @@
 """Validate a latency table: predicted (sum of block entries) against end-to-end measurement of random
 derived networks with the same backend. Reports Spearman rank correlation and mean absolute
-percentage error."""
+percentage error, each with a 95 % bootstrap interval over the networks."""
 from __future__ import annotations
 
 import pandas as pd
@@ -32,13 +32,41 @@ def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_class
     return out
 
 
+def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -> dict:
+    """Spearman rank correlation, mean absolute percentage error (a fraction) and the median
+    predicted/measured ratio of paired latencies (ms), with 95 % percentile bootstrap intervals
+    (networks resampled with replacement, `resamples` times, seeded): keys ``spearman``,
+    ``spearman_ci``, ``mape``, ``mape_ci``, ``median_predicted_over_measured``."""
+    import numpy as np
+    from scipy.stats import bootstrap, spearmanr
+
+    pred, meas = np.asarray(predicted_ms, float), np.asarray(measured_ms, float)
+
+    def rho(p, m, axis=-1):  # one row per resample when vectorised
+        if p.ndim == 1:
+            return spearmanr(p, m).statistic
+        return np.array([spearmanr(a, b).statistic for a, b in zip(p, m)])
+
+    def mape(p, m, axis=-1):
+        return (np.abs(p - m) / m).mean(axis=axis)
+
+    out = {"spearman": float(rho(pred, meas)), "mape": float(mape(pred, meas)),
+           "median_predicted_over_measured": float(np.median(pred / meas))}
+    if len(pred) < 3:
+        return {**out, "spearman_ci": None, "mape_ci": None}
+    for name, stat in (("spearman", rho), ("mape", mape)):
+        ci = bootstrap((pred, meas), stat, paired=True, vectorized=True, n_resamples=resamples,
+                       method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+        out[f"{name}_ci"] = [float(ci.low), float(ci.high)]
+    return out
+
+
 def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool = True,
              compare: list[Backend] = ()) -> tuple[pd.DataFrame, dict]:
     """Measure every architecture end to end and compare with the table's prediction.
 
     `compare`: further backends that measure the same networks (columns ``measured_ms_<name>``).
     Returns (per-network frame: predicted_ms, measured_ms, spread_ms, ...; summary dict)."""
-    from scipy.stats import spearmanr
     from tqdm.auto import tqdm
 
     h, w = table.resolution
@@ -53,12 +81,8 @@ def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool 
             row[f"measured_ms_{other.name}"] = other.time(net, (1, 3, h, w)).median_ms
         rows.append(row)
     df = pd.DataFrame(rows)
-    rho = float(spearmanr(df["predicted_ms"], df["measured_ms"]).statistic)
-    ape = (df["predicted_ms"] - df["measured_ms"]).abs() / df["measured_ms"]
-    bias = float((df["predicted_ms"] / df["measured_ms"]).median())
-    summary = {"networks": len(df), "spearman": rho, "mape": float(ape.mean()),
-               "median_predicted_over_measured": bias, "table": table.describe(), "backend": backend.describe(),
-               "resolution": [h, w]}
+    summary = {"networks": len(df), **agreement(df["predicted_ms"], df["measured_ms"]), "table": table.describe(),
+               "backend": backend.describe(), "resolution": [h, w]}
     for other in compare:
         col = f"measured_ms_{other.name}"
         summary[f"median_speedup_{other.name}_vs_{backend.name}"] = float((df["measured_ms"] / df[col]).median())
@@ -96,8 +120,12 @@ def validate_config(cfg, backend: Backend, out, networks: int, seed: int = 0, co
 def summary_lines(summary: dict, threads: int) -> list[str]:
     """The terminal lines of a validation summary."""
     ratio = summary["median_predicted_over_measured"]
-    lines = [f"{summary['networks']} networks, {summary['table']}: Spearman {summary['spearman']:.3f}, MAPE "
-             f"{100 * summary['mape']:.1f} %, median predicted/measured {ratio:.3f}"]
+    rho_ci, mape_ci = summary.get("spearman_ci"), summary.get("mape_ci")
+    rho_ci = f" [{rho_ci[0]:.3f}, {rho_ci[1]:.3f}]" if rho_ci else ""
+    mape_ci = f" [{100 * mape_ci[0]:.1f}, {100 * mape_ci[1]:.1f}]" if mape_ci else ""
+    lines = [f"{summary['networks']} networks, {summary['table']}: Spearman {summary['spearman']:.3f}{rho_ci}, "
+             f"MAPE {100 * summary['mape']:.1f} %{mape_ci}, median predicted/measured {ratio:.3f} "
+             "(95 % bootstrap intervals over the networks)"]
     lines += [f"{k}: {v:.2f}x (same networks, end to end, {threads} thread(s))" for k, v in summary.items()
               if k.startswith("median_speedup")]
     return lines

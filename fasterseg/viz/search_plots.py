@@ -116,26 +116,31 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
     return fig
 
 
-def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str = "student", ax=None):
-    """Expected latency (all parameters live) per step, the derived network's predicted latency per
-    epoch, and lambda (right axis)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.0))
+def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str = "student",
+                        band_fps: tuple[float, float] | None = None, axes=None):
+    """Two panels over the steps: (top) the expected latency (ms, all parameters live) per step and the derived
+    network's predicted latency (ms) per epoch, with the adaptive-λ band `band_fps` (FPS_min, FPS_max) drawn as
+    the latency range 1000/FPS_max … 1000/FPS_min ms when given; (bottom) λ. Returns the two axes."""
+    if axes is None:
+        _, axes = plt.subplots(2, 1, figsize=(6.4, 4.2), sharex=True, height_ratios=(2.2, 1), layout="constrained")
+    ax, ax2 = axes
     s = steps.dropna(subset=[f"latency_full_ms_{arch_set}"])
     ax.plot(s["step"], s[f"latency_full_ms_{arch_set}"], lw=1, label="expected latency (supernet)")
     e = epochs[(epochs["arch_set"] == arch_set) & (epochs["phase"] == "search")]
-    ax.plot(e["step"], e["latency_ms"], "o-", ms=4, label="derived network (LUT sum)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("latency (ms)")
-    ax2 = ax.twinx()
-    ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1, label="lambda")
-    ax2.set_ylabel("lambda", color="tab:red")
-    ax2.tick_params(axis="y", colors="tab:red")
-    lines = ax.get_legend_handles_labels()
-    l2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + l2[0], lines[1] + l2[1], fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3)
-    return ax
+    ax.plot(e["step"], e["latency_ms"], "o-", ms=4, label="derived network (LUT sum), per epoch")
+    if band_fps and band_fps[0] > 0 and band_fps[1] > 0:
+        lo, hi = 1000 / band_fps[1], 1000 / band_fps[0]
+        ax.axhspan(lo, hi, color="tab:green", alpha=0.15, lw=0,
+                   label=f"λ band: {band_fps[0]:g}–{band_fps[1]:g} FPS = {lo:.2f}–{hi:.2f} ms")
+    ax.set_ylabel("latency (ms)", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1.2)
+    ax2.set_ylabel("λ", fontsize=8)
+    ax2.set_xlabel("step", fontsize=8)
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.tick_params(labelsize=8)
+    return axes
 
 
 def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
