@@ -161,6 +161,7 @@ def training_figures(out: Path) -> list[Path]:
 
     from .paths import resolve
     from .runs import load_history
+    from .studies import mean_per_class
     from .tradeoffs import reference_points
     from .viz.eval_plots import plot_per_class, plot_training_curves
     from .viz.tradeoff_plots import plot_pareto
@@ -179,13 +180,9 @@ def training_figures(out: Path) -> list[Path]:
     paths = [save_figure(axes[0].figure, out / "training_curves_cpu.png")]
     plt.close(axes[0].figure)
 
-    def per_class(v):
-        t = [pd.read_csv(study / f"{v}-seed{s}" / "eval" / "per_class.csv", index_col="class")["iou"]
-             for s in (0, 1, 2)]
-        return pd.concat(t, axis=1).mean(axis=1).to_frame("iou")
-
     tables = {"teacher": pd.read_csv(ref / "train-teacher" / "eval" / "per_class.csv", index_col="class"),
-              "student, distilled": per_class("distilled"), "student, not distilled": per_class("not_distilled")}
+              "student, distilled": mean_per_class(study, "distilled"),
+              "student, not distilled": mean_per_class(study, "not_distilled")}
     ax = plot_per_class(tables, baseline=base, stamp="per-class IoU, students averaged over 3 seeds (cpu profile)")
     paths.append(save_figure(ax.figure, out / "training_per_class_cpu.png"))
     plt.close(ax.figure)

@@ -111,6 +111,15 @@ def mean_std(df: pd.DataFrame, by: str = "variant", cols: tuple[str, ...] = ("mi
     return g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
 
 
+def mean_per_class(study: str | Path, variant: str, seeds: tuple[int, ...] = (0, 1, 2)) -> pd.DataFrame:
+    """Per-class IoU of one variant of a training study (``<study>/<variant>-seed<s>/eval/per_class.csv``),
+    averaged over `seeds`: a frame indexed by class with one column ``iou``."""
+    study = Path(study)
+    tables = [pd.read_csv(study / f"{variant}-seed{s}" / "eval" / "per_class.csv", index_col="class")["iou"]
+              for s in seeds]
+    return pd.concat(tables, axis=1).mean(axis=1).to_frame("iou")
+
+
 def distill_study(cfg: RunConfig, pipeline: str | Path, seeds: tuple[int, ...] = (0, 1, 2),
                   out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """The pipeline's student trained from scratch with and without distillation from the pipeline's

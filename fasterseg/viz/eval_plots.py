@@ -68,10 +68,13 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], baseline: float | N
         axes[1].axhline(100 * baseline, color="0.3", ls="--", lw=1, label="majority class")
     axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss (OHEM + aux [+ KD])")
     axes[1].set(xlabel="epoch", ylabel="val mIoU (%)", title="validation mIoU, whole images")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=8)
         ax.xaxis.label.set_fontsize(9)
         ax.yaxis.label.set_fontsize(9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return axes

@@ -20,9 +20,6 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
         marker, color = KIND_STYLE.get(kind, ("o", "0.4"))
         ax.errorbar(g["latency_ms"], g["miou"], yerr=g["miou_std"].fillna(0), fmt=marker, color=color, ms=8,
                     capsize=3, label=kind)
-        for k, (_, r) in enumerate(g.iterrows()):  # alternate label sides so neighbours do not overlap
-            ax.annotate(r["name"], (r["latency_ms"], r["miou"]), textcoords="offset points", fontsize=8,
-                        xytext=(7, 5 - 12 * (k % 2)), ha="left")
     front = points[points["front"]].sort_values("latency_ms")
     ax.plot(front["latency_ms"], front["miou"], color="0.3", lw=1, ls=":", label="Pareto front")
     lo, hi = float(points["miou"].min()), float(points["miou"].max())
@@ -31,11 +28,15 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
     else:  # far below every network: named in the title instead of squashing the axis
         ax.set_ylim(lo - 0.08 * (hi - lo) - 1, hi + 0.08 * (hi - lo) + 1)
     ax.set_xscale("log")
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter
 
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlim(points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5)  # room for the labels
+    x0, x1 = points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5  # room for the labels
+    ax.set_xlim(x0, x1)
+    ticks = [t for t in (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 700, 1000, 2000)
+             if x0 <= t <= x1]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    label_points(ax, points["latency_ms"].to_numpy(), points["miou"].to_numpy(), points["name"].tolist())
     r = points.iloc[0]
     ax.set_xlabel(f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, fp32", fontsize=9)
     ax.set_ylabel("mIoU (%), whole validation images", fontsize=9)
@@ -46,17 +47,68 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
     return ax
 
 
+def place_labels(px, py, widths, height: float) -> list[tuple[float, float]]:
+    """Offsets (dx, dy) for labels of `widths` x `height` at points (px, py), all in one unit (points of type or
+    pixels, y up): each label goes to the first spot around its point, or further out, that overlaps no earlier
+    label and no point; points are labelled from left to right. Offsets are to the label's lower-left corner when
+    dx > 0, its lower-right corner when dx < 0."""
+    import numpy as np
+
+    taken = [(x - 6, y - 6, x + 6, y + 6) for x, y in zip(px, py)]  # the markers
+    spots = [(7, 4), (7, -12), (-7, 4), (-7, -12), (7, 16), (7, -24), (-7, 16), (-7, -24), (7, 28), (7, -36),
+             (20, 40), (20, -48), (-20, 40), (-20, -48)]
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(px)
+    for i in np.argsort(px, kind="stable"):
+        for dx, dy in spots:
+            left = px[i] + dx if dx > 0 else px[i] + dx - widths[i]
+            box = (left, py[i] + dy, left + widths[i], py[i] + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        taken.append(box)
+        out[i] = (dx, dy)
+    return out
+
+
+def label_points(ax, x, y, names: list[str], fontsize: float = 8) -> None:
+    """Name each point (data coordinates) of a matplotlib axes without overlaps (`place_labels`), with a leader
+    line where the label had to move away from its point."""
+    import numpy as np
+
+    fig = ax.figure
+    fig.canvas.draw()
+    pts = ax.transData.transform(np.column_stack([x, y])) * 72 / fig.dpi  # in points
+    widths = [0.58 * fontsize * len(n) for n in names]
+    for i, (dx, dy) in enumerate(place_labels(pts[:, 0], pts[:, 1], widths, 1.25 * fontsize)):
+        ax.annotate(names[i], (x[i], y[i]), textcoords="offset points", xytext=(dx, dy),
+                    fontsize=fontsize, ha="left" if dx > 0 else "right", va="bottom",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if abs(dy) > 20 else None)
+
+
 def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     """The same plot as `plot_pareto`, interactive: hover shows name, kind, mIoU ± std, latency, params, GMACs
     and where the numbers come from."""
     import plotly.graph_objects as go
 
+    import numpy as np
+
     fig = go.Figure()
+    positions = ["top right", "bottom right", "top left", "bottom left", "middle right", "middle left"]
+    order = np.argsort(np.argsort(points["latency_ms"].to_numpy(), kind="stable"))  # rank by latency
+    points = points.assign(textpos=[positions[k % len(positions)] for k in order])  # neighbours on other sides
+    width, height, margin = 900, 520, {"l": 70, "r": 20, "t": 90, "b": 60}
+    far_below = baseline is not None and baseline < points["miou"].min() - 5
+    lo, hi = float(points["miou"].min()), float(points["miou"].max())
+    y0, y1 = lo - 0.08 * (hi - lo) - 1, hi + 0.08 * (hi - lo) + 1
+    x0, x1 = points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5
+    pw, ph = width - margin["l"] - margin["r"], height - margin["t"] - margin["b"]
+    px = (np.log10(points["latency_ms"]) - np.log10(x0)) / (np.log10(x1) - np.log10(x0)) * pw
+    py = (points["miou"] - y0) / (y1 - y0) * ph
+    offsets = place_labels(px.to_numpy(), py.to_numpy(), [6.2 * len(n) for n in points["name"]], 14)
     for kind, g in points.groupby("kind", sort=False):
         symbol = {"s": "square", "o": "circle", "D": "diamond", "^": "triangle-up", "*": "star", "P": "cross"}[
             KIND_STYLE.get(kind, ("o", ""))[0]]
         fig.add_trace(go.Scatter(
-            x=g["latency_ms"], y=g["miou"], mode="markers+text", name=kind, text=g["name"], textposition="top right",
+            x=g["latency_ms"], y=g["miou"], mode="markers", name=kind, text=g["name"],
             marker={"symbol": symbol, "size": 11, "color": to_hex(KIND_STYLE.get(kind, ("", "gray"))[1])},
             error_y={"type": "data", "array": g["miou_std"].fillna(0)},
             customdata=g[["kind", "miou_std", "seeds", "params_M", "GMACs", "source"]].to_numpy(),
@@ -66,11 +118,21 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     front = points[points["front"]].sort_values("latency_ms")
     fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["miou"], mode="lines", name="Pareto front",
                              line={"dash": "dot", "color": "gray"}, hoverinfo="skip"))
-    if baseline is not None:
+    for (_, r), (dx, dy) in zip(points.iterrows(), offsets):  # labels placed without overlaps (place_labels)
+        fig.add_annotation(x=np.log10(r["latency_ms"]), y=r["miou"], text=r["name"], showarrow=True,
+                           arrowcolor="#999" if abs(dy) > 20 else "rgba(0,0,0,0)", arrowwidth=0.8, arrowhead=0,
+                           ax=dx, ay=-dy - 7, xanchor="left" if dx > 0 else "right", yanchor="middle",
+                           font={"size": 10})
+    if baseline is not None and not far_below:
         fig.add_hline(y=baseline, line_dash="dash", line_color="gray",
                       annotation_text=f"majority class {baseline:.1f} %")
     r = points.iloc[0]
-    fig.update_layout(xaxis_title=f"measured latency (ms), {r['backend']}, {r['resolution']}, batch 1, fp32",
-                      yaxis_title="mIoU (%)", width=820, height=460, template="plotly_white",
-                      title="latency-accuracy trade-off (hover a point)")
+    ticks = [t for t in (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000) if x0 <= t <= x1]
+    fig.update_xaxes(type="log", range=[np.log10(x0), np.log10(x1)], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    fig.update_yaxes(range=[y0, y1] if far_below else None)
+    base = f"; majority class {baseline:.1f} %" if baseline is not None and far_below else ""
+    fig.update_layout(xaxis_title=f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, "
+                                  "fp32", yaxis_title="mIoU (%)", width=width, height=height, margin=margin,
+                      template="plotly_white", legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+                      title={"text": f"latency-accuracy trade-off (hover a point{base})", "y": 0.97})
     return fig

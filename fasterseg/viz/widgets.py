@@ -9,6 +9,7 @@ and streams its epochs into the panel. `static_figure` draws the same state with
 """
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -19,13 +20,14 @@ from .. import tuning
 
 
 class TuningPanel:
-    """The panel over a λ sweep folder (`studies.run_sweep`) searched with `cfg` (a `RunConfig`)."""
+    """The panel over a λ sweep folder (`studies.run_sweep`) searched with `cfg` (a `RunConfig`); "search here"
+    runs `live_cfg` (default `cfg`; a shorter schedule keeps it to minutes)."""
 
-    def __init__(self, sweep_dir: str | Path, cfg, lut):
+    def __init__(self, sweep_dir: str | Path, cfg, lut, live_cfg=None):
         from ..latency.expected import ExpectedLatency
         from ..space import SearchSpace
 
-        self.cfg, self.lut = cfg, lut
+        self.cfg, self.lut, self.live_cfg = cfg, lut, live_cfg or cfg
         self.sweep = tuning.load_sweep(sweep_dir)
         self.space = SearchSpace.from_config(cfg.space)
         self.expected = [ExpectedLatency(self.space, lut, sw, hw, cfg.data.num_classes, cfg.latency.ends)
@@ -73,8 +75,9 @@ class TuningPanel:
         lams = sorted(self.sweep["lam"].unique())
         r = self.cfg.latency.rates
         self.w = {
-            "lam": W.FloatLogSlider(value=lams[len(lams) // 2], base=10, min=-2.5, max=0.5, step=0.05,
-                                    description="λ", continuous_update=False),
+            "lam": W.FloatLogSlider(value=lams[len(lams) // 2], base=10, min=round(math.log10(lams[0]) - 0.5, 1),
+                                    max=round(math.log10(lams[-1]) + 0.5, 1), step=0.05, description="λ",
+                                    continuous_update=False),
             "r_alpha": W.FloatSlider(value=r[0], min=0, max=1, step=0.001, readout_format=".3f", description="r_α"),
             "r_beta": W.FloatSlider(value=r[1], min=0, max=1, step=0.001, readout_format=".3f", description="r_β"),
             "r_gamma": W.FloatSlider(value=r[2], min=0, max=1, step=0.001, readout_format=".3f", description="r_γ"),
@@ -117,17 +120,25 @@ class TuningPanel:
         """Histograms of the nearest run's operators and widths, and the sweep's latency–mIoU points with the
         chosen run marked (matplotlib, for a static notebook view)."""
         s = s or self.state()
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.0))
-        s["ops"].plot.bar(ax=axes[0], color="tab:blue")
-        axes[0].set_title("operators of the derived student", fontsize=9)
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        row = self.sweep[self.sweep["run"] == s["run"]].iloc[0]
+        s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
+        axes[0].set_title(f"operators of the kept cells ({int(row['removed_layers'])} skip layers removed)",
+                          fontsize=9)
+        axes[0].set_ylabel("cells", fontsize=9)
         s["widths"].plot.bar(ax=axes[1], color="tab:green")
-        axes[1].set_title("output widths", fontsize=9)
+        axes[1].set_title("output widths (share of the scale's channels)", fontsize=9)
+        axes[1].set_ylabel("feature maps", fontsize=9)
         for mode, g in self.sweep.groupby("penalty"):
-            axes[2].plot(g["latency_ms"], 100 * g["miou"], "o-", label=mode, ms=5)
+            g = g.sort_values("lam")
+            axes[2].plot(g["latency_ms"], 100 * g["miou"], "o", label=mode, ms=6)
+            for _, r in g.iterrows():
+                axes[2].annotate(f"λ={r['lam']:g}", (r["latency_ms"], 100 * r["miou"]), textcoords="offset points",
+                                 xytext=(4, 4), fontsize=8)
         axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "r*", ms=16, label="chosen")
         axes[2].set_xlabel("predicted latency (ms)", fontsize=9)
         axes[2].set_ylabel("search-time mIoU (%)", fontsize=9)
-        axes[2].set_title("the λ sweep (tiny profile)", fontsize=9)
+        axes[2].set_title(f"the λ sweep ({self.cfg.profile} profile)", fontsize=9)
         axes[2].legend(fontsize=8)
         for ax in axes:
             ax.tick_params(labelsize=8)
@@ -137,7 +148,7 @@ class TuningPanel:
 
     # -- live search -----------------------------------------------------------------------------------
     def search_here(self, out: str | Path | None = None, wait: bool = False) -> threading.Thread:
-        """A short live search (the panel's profile) at the chosen λ and mode in a background thread; each
+        """A short live search (`live_cfg`) at the chosen λ and mode in a background thread; each
         epoch's derived latency is appended to the live log; the result joins the sweep table when done."""
         import tempfile
 
@@ -153,7 +164,7 @@ class TuningPanel:
         def work():
             self.button.disabled = True
             try:
-                row = tuning.live_search(self.cfg, self.w["lam"].value, self.w["penalty"].value, folder, log)
+                row = tuning.live_search(self.live_cfg, self.w["lam"].value, self.w["penalty"].value, folder, log)
                 self.sweep = pd.concat([self.sweep, pd.DataFrame([row])], ignore_index=True)
                 self.live.append_stdout(f"done: {row['run']} added to the sweep\n")
             finally:
