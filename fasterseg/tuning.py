@@ -32,6 +32,16 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
     return df
 
 
+def sweep_config(folder: str | Path):
+    """The config a λ sweep was searched with (its first run's stored ``config.json``; λ and the penalty mode
+    are the ones each run changes)."""
+    from .config import RunConfig
+
+    folder = Path(folder)
+    first = pd.read_csv(folder / "sweep.csv")["run"].iloc[0]
+    return RunConfig.load(folder / first / "config.json")
+
+
 def nearest_run(sweep: pd.DataFrame, lam: float, penalty: str) -> pd.Series:
     """The sweep row of `penalty` whose λ is nearest to `lam` on a log scale."""
     rows = sweep[sweep["penalty"] == penalty]

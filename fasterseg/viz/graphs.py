@@ -57,7 +57,7 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
     br = arch.branches
     n_shared = shared_prefix(br[0], br[1]) if len(br) == 2 else 0
     offsets = {0: -0.18, 1: 0.18} if len(br) == 2 else {0: 0.0}
-    lasts = []
+    lasts, down_cells = [], set()
     for k, b in enumerate(br):
         prev = "stem"
         for i, (op, s, w, o) in enumerate(zip(b.ops, b.path, b.widths, b.out_scales())):
@@ -74,7 +74,12 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
                     penwidth="1" if shared else "2.2",
                     fontcolor="white" if op in ("conv_2x", "zoomed_conv_2x") else "black",
                 )
-                g.edge(prev, name, color="#555555" if shared else BRANCH_COLORS[b.ends_at])
+                # out of a down-going cell from its right side: a line from its centre would run behind the
+                # cell stacked below it and seem to leave from there
+                port = {"tailport": "e"} if prev in down_cells else {}
+                g.edge(prev, name, color="#555555" if shared else BRANCH_COLORS[b.ends_at], **port)
+                if o > s:
+                    down_cells.add(name)
             prev = name
         lasts.append((prev, b))
     x_head = max(len(b.ops) for b in br) + 1.3
@@ -88,10 +93,18 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
             fontsize="9",
             fontcolor=BRANCH_COLORS[b.ends_at],
         )
-    legend = " | ".join(f"1/{b.ends_at} branch" for b in br) + (
-        f" | {n_shared} shared cells (grey outline)" if n_shared else ""
-    )
-    g.node("legend", legend, shape="plaintext", style="", pos=_pos(x_head / 2, 32, 0.8), width="6", fontsize="10")
+    ops = "".join(f'<TD BGCOLOR="{c}" WIDTH="14"> </TD><TD ALIGN="LEFT">{SHORT[o]}  </TD>'
+                  for o, c in OP_COLORS.items() if o != "skip")
+    outlines = "".join(f'<TD COLSPAN="2" ALIGN="LEFT"><FONT COLOR="{BRANCH_COLORS[b.ends_at]}">▬ 1/{b.ends_at} branch'
+                       "</FONT>  </TD>" for b in br)
+    shared_txt = f'<TD COLSPAN="4" ALIGN="LEFT"><FONT COLOR="#555555">▬ {n_shared} shared cells</FONT></TD>' \
+        if n_shared else ""
+    legend = (f'<<TABLE BORDER="0" CELLSPACING="2"><TR><TD ALIGN="LEFT">fill (operator):  </TD>{ops}</TR>'
+              f'<TR><TD ALIGN="LEFT">outline (branch):  </TD>{outlines}{shared_txt}</TR>'
+              '<TR><TD COLSPAN="9" ALIGN="LEFT">↓: the cell goes down one scale; skip cells are removed</TD></TR>'
+              "</TABLE>>")
+    g.node("legend", legend, shape="plaintext", style="", pos=_pos(x_head / 2, 32, 0.95), width="7", height="0.9",
+           fontsize="10")
     return g
 
 

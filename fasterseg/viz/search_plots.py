@@ -117,10 +117,11 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
 
 
 def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str = "student",
-                        band_fps: tuple[float, float] | None = None, axes=None):
+                        band_fps: tuple[float, float] | None = None, changes: pd.DataFrame | None = None, axes=None):
     """Two panels over the steps: (top) the expected latency (ms, all parameters live) per step and the derived
     network's predicted latency (ms) per epoch, with the adaptive-λ band `band_fps` (FPS_min, FPS_max) drawn as
-    the latency range 1000/FPS_max … 1000/FPS_min ms when given; (bottom) λ. Returns the two axes."""
+    the latency range 1000/FPS_max … 1000/FPS_min ms when given; (bottom) λ per step, and each adaptive change
+    of `changes` (the run's ``lambda.csv``) as a marker at its new value. Returns the two axes."""
     if axes is None:
         _, axes = plt.subplots(2, 1, figsize=(6.4, 4.2), sharex=True, height_ratios=(2.2, 1), layout="constrained")
     ax, ax2 = axes
@@ -134,7 +135,11 @@ def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str
                    label=f"λ band: {band_fps[0]:g}–{band_fps[1]:g} FPS = {lo:.2f}–{hi:.2f} ms")
     ax.set_ylabel("latency (ms)", fontsize=8)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1.2)
+    ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1.2, label="λ during the steps")
+    if changes is not None and len(changes):
+        c = changes[changes["arch_set"] == arch_set]
+        ax2.plot(c["step"], c["new"], "v", color="tab:red", ms=7, label="adaptive change (for the next epoch)")
+        ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax2.set_ylabel("λ", fontsize=8)
     ax2.set_xlabel("step", fontsize=8)
     for a in axes:

@@ -106,7 +106,7 @@ class TuningPanel:
 
         s = self.state()
         self.info.value = self.readout(s)
-        self.grad_table.value = s["gradients"].round(4).to_html()
+        self.grad_table.value = s["gradients"].map("{:.3g}".format).to_html()
         self.graph.value = arch_graph(s["arch"], f"{s['run']}: derived {self.w['arch_set'].value}").pipe(format="png")
         import io
 
