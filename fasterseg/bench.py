@@ -239,13 +239,17 @@ def _calibration_images(cfg, height: int, width: int, n: int = 8):
 
 
 def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 20, networks: tuple[str, ...] = (),
-                   resolutions: tuple[tuple[int, int], ...] = (), archs: tuple[str, ...] = ()) -> dict:
+                   resolutions: tuple[tuple[int, int], ...] = (), archs: tuple[str, ...] = (),
+                   with_search: bool = True, lut_keys: int = 0) -> dict:
     """Every network (the published FasterSeg student and the peers, or `networks`) at each resolution:
     parameters, GMACs, and latency on torch eager, ONNX Runtime fp32 and ONNX Runtime int8 (static,
     calibrated on the profile's training images), each timed `rounds` times interleaved with the reference
     convolution (median, min, max, ratio to the reference, achieved share of the reference's GMAC/s).
     Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048. `archs`: architecture files (or
-    published names) measured beside them, named by their file's stem."""
+    published names) measured beside them, named by their file's stem. Each row also has FPS on ONNX Runtime
+    fp32 and the network's mIoU under the kit's equal training budget where the reference runs hold it
+    (`equal_budget_miou`). `with_search` adds the profile's search-step throughput (`bench_search`) and latency
+    table build time (`bench_lut_build`, `lut_keys` > 0 times only that many entries and extrapolates)."""
     import tempfile
 
     import onnxruntime as ort
@@ -284,8 +288,59 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                     r = interleaved(call, rounds, warmup=2)
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
                     row[runtime] = r
+                row["fps_ort_fp32"] = 1e3 / row["ort_fp32"]["median_ms"]
+                row["miou_equal_budget"] = equal_budget_miou().get(name)
                 rows.append(row)
-    return {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "networks": rows}
+    res = {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "networks": rows}
+    if with_search:
+        res["search_step"] = bench_search(profile_name, threads, rounds=max(3, rounds // 4))["search_step"]
+        res["lut_build"] = bench_lut_build(profile_name, threads, lut_keys)
+    return res
+
+
+def equal_budget_miou(root: str | Path = "data/runs") -> dict[str, float]:
+    """mIoU (%) of each network trained under the kit's cpu budget in the committed reference runs (mean over
+    seeds; `tradeoffs.reference_points`), keyed by the bench's network names; empty when none are committed."""
+    from .tradeoffs import reference_points
+
+    pts = reference_points(root)
+    names = {"published fasterseg_student": "fasterseg_student"}
+    return {names.get(n, n): float(m) for n, m in zip(pts["name"], pts["miou"])} if len(pts) else {}
+
+
+def bench_lut_build(profile_name: str = "tiny", threads: int = 1, keys: int = 0) -> dict:
+    """Seconds to build the profile's latency table with its own backend into a temporary file (all its keys, or
+    the first `keys` of them, extrapolated to all), with the reference convolution's rate measured before and
+    after; per entry and for the whole table."""
+    import tempfile
+
+    from .config import profile
+    from .latency.backends import get_backend
+    from .latency.build import build_table
+    from .latency.keys import space_keys
+    from .space import SearchSpace
+
+    cfg = profile(profile_name)
+    lc = cfg.latency
+    space = SearchSpace.from_config(cfg.space)
+    all_keys = sorted(set(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width)))
+    chosen = all_keys[:keys] if keys else all_keys
+    ref = _reference()
+    before = interleaved(ref, 5, warmup=1)["reference_median_ms"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        build_table(Path(tmp) / "t.csv", get_backend(lc.backend, threads=threads, device=lc.device), space,
+                    cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width, resume=False,
+                    progress=False, keys=chosen)
+        seconds = time.perf_counter() - t
+    after = interleaved(ref, 5, warmup=1)["reference_median_ms"]
+    ref_ms = (before + after) / 2
+    per_entry = seconds / len(chosen)
+    return {"backend": lc.backend, "resolution": [lc.height, lc.width], "entries_timed": len(chosen),
+            "entries_in_table": len(all_keys), "seconds": seconds, "seconds_per_entry": per_entry,
+            "seconds_whole_table": per_entry * len(all_keys), "extrapolated": len(chosen) < len(all_keys),
+            "reference_median_ms": ref_ms, "reference_gmacs_per_s": REF_MACS / ref_ms / 1e6,
+            "whole_table_in_reference_convs": per_entry * len(all_keys) * 1e3 / ref_ms}
 
 
 def _no_grad(net, x):
@@ -304,18 +359,34 @@ def ort_call(path, opts, x):
 def networks_markdown(res: dict) -> str:
     """The `bench_networks` result as a markdown table: latency as ratios to Fast-SCNN on the same runtime
     and resolution (when it was measured), with the absolute medians and the reference conv's rate beside."""
-    lines = ["| network | H x W | params (M) | GMACs | torch ms | ORT fp32 ms | ORT int8 ms | int8 / fp32 | "
-             "vs Fast-SCNN (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 10]
+    lines = ["| network | H x W | params (M) | GMACs | mIoU % (equal budget) | torch ms | ORT fp32 ms | ORT fp32 FPS | "
+             "ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 12]
     base = {tuple(r["resolution"]): r["ort_fp32"]["median_ms"] for r in res["networks"] if r["network"] == "fast_scnn"}
     for r in res["networks"]:
         b = base.get(tuple(r["resolution"]))
         vs = f"{r['ort_fp32']['median_ms'] / b:.2f}" if b else "-"
+        miou = r.get("miou_equal_budget")
         lines.append(f"| {r['network']} | {r['resolution'][0]}x{r['resolution'][1]} | {r['params_M']:.2f} | "
-                     f"{r['GMACs']:.2f} | {r['torch']['median_ms']:.1f} | {r['ort_fp32']['median_ms']:.1f} | "
+                     f"{r['GMACs']:.2f} | {'-' if miou is None else f'{miou:.1f}'} | {r['torch']['median_ms']:.1f} | "
+                     f"{r['ort_fp32']['median_ms']:.1f} | {1e3 / r['ort_fp32']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms'] / r['ort_fp32']['median_ms']:.2f} | "
                      f"{vs} | {r['ort_fp32']['reference_gmacs_per_s']:.0f} |")
     env = res["environment"]
     lines.append(f"\n{env['threads']} thread(s), batch 1, load average {env['load_average_1min']:.2f}, {env['date']}; "
-                 f"median of {res['rounds']} runs each, interleaved with the reference convolution.")
+                 f"median of {res['rounds']} runs each, interleaved with the reference convolution. mIoU: the "
+                 "network trained under the kit's cpu budget (committed reference runs), whole validation images.")
+    if "search_step" in res:
+        st = res["search_step"]
+        lines.append(f"\nSearch step ({res['profile']} profile: L={st['layers']} F={st['fch']}, batch {st['batch']} at "
+                     f"{st['crop'][0]}x{st['crop'][1]}, both sets): {st['seconds_per_step']:.2f} s median, "
+                     f"{st['images_per_s']:.2f} images/s, {st['ratio_to_reference']:.0f}x the reference conv "
+                     f"({st['reference_gmacs_per_s']:.0f} GMAC/s).")
+    if "lut_build" in res:
+        lb = res["lut_build"]
+        how = f"extrapolated from {lb['entries_timed']} entries" if lb["extrapolated"] else "measured"
+        lines.append(f"Latency table build ({lb['backend']}, {lb['resolution'][0]}x{lb['resolution'][1]}, "
+                     f"{lb['entries_in_table']} entries): {lb['seconds_whole_table']:.0f} s ({how}), "
+                     f"{lb['whole_table_in_reference_convs']:.0f}x the reference conv "
+                     f"({lb['reference_gmacs_per_s']:.0f} GMAC/s).")
     return "\n".join(lines)

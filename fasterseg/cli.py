@@ -99,7 +99,8 @@ def cmd_bench(args) -> int:
     elif args.bench_cmd == "networks":
         from .bench import bench_networks
 
-        res = bench_networks(name, args.threads, args.rounds, tuple(args.only or ()), archs=tuple(args.arch or ()))
+        res = bench_networks(name, args.threads, args.rounds, tuple(args.only or ()), archs=tuple(args.arch or ()),
+                             with_search=not args.no_search, lut_keys=args.lut_keys)
     else:
         res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
     print("\n".join(summary_lines(res)))
@@ -365,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
              ("--rounds", {"type": "positive", "default": 5, "help": "timed rounds, interleaved with the reference"}),
              ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}),
              *((("--arch", {"nargs": "*", "help": "architecture files measured beside the others"}),
-                ("--only", {"nargs": "*", "help": "measure only these networks"})) if name == "networks" else ()))
+                ("--only", {"nargs": "*", "help": "measure only these networks"}),
+                ("--no-search", {"action": "store_true", "help": "leave out the search step and the table build"}),
+                ("--lut-keys", {"type": int, "default": 0, "help": "time only this many table entries and "
+                                "extrapolate (default: build the whole table)"})) if name == "networks" else ()))
     _cmd(sub, "figures", cmd_figures, "regenerate every figure in figures/ from data and logged runs", False,
          ("--out", {"default": "figures"}))
     return ap

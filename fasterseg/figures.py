@@ -13,6 +13,20 @@ from .config import profile
 from .viz.style import save_figure
 
 
+def _save(fig, path: Path) -> Path:
+    """Write a matplotlib figure as `path` (PNG) and beside it as SVG; returns the PNG path."""
+    save_figure(fig, path.with_suffix(".svg"))
+    return save_figure(fig, path)
+
+
+def _save_graph(graph, path: Path) -> Path:
+    """Write a graphviz drawing as `path` (PNG) and beside it as SVG; returns the PNG path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".svg").write_bytes(graph.pipe(format="svg"))
+    path.write_bytes(graph.pipe(format="png"))
+    return path
+
+
 def data_figures(out: Path) -> list[Path]:
     """Synthetic samples with colour labels, and class pixel frequencies (tiny profile set)."""
     from .data.cityscapes import build_dataset
@@ -20,17 +34,21 @@ def data_figures(out: Path) -> list[Path]:
     from .data.prepare import prepare_data
     from .viz.data_plots import plot_class_frequencies, plot_samples
 
+    import tempfile
+
     cfg = profile("tiny").data
-    prepare_data(cfg, progress=False)
-    ds = build_dataset(cfg, "train")
-    samples = [ds.load(i) for i in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:  # generated afresh there: nothing is written outside `out`
+        cfg.root = str(Path(tmp) / "tiny")
+        prepare_data(cfg, progress=False)
+        ds = build_dataset(cfg, "train")
+        samples = [ds.load(i) for i in range(4)]
+        summary = check_tree(ds.root, "cityscapes")
     fig = plot_samples(samples, titles=[s.name for s in ds.samples[:4]])
-    paths = [save_figure(fig, out / "data_synthetic_samples.png")]
+    paths = [_save(fig, out / "data_synthetic_samples.png")]
     plt.close(fig)
-    summary = check_tree(ds.root, "cityscapes")
     ax = plot_class_frequencies(summary.frequencies())
     ax.set_title(f"synthetic street scenes ({cfg.image_height}x{cfg.image_width}, tiny profile)", fontsize=9)
-    paths.append(save_figure(ax.figure, out / "data_class_frequencies.png"))
+    paths.append(_save(ax.figure, out / "data_class_frequencies.png"))
     plt.close(ax.figure)
     return paths
 
@@ -51,26 +69,22 @@ def arch_figures(out: Path) -> list[Path]:
     paths, counts = [], {}
     for name in ("fasterseg_student", "fasterseg_teacher"):
         arch = published.load(name)
-        p = out / f"arch_{name}.png"
-        p.write_bytes(arch_graph(arch, f"{name} (published; derived with the original procedure)").pipe(format="png"))
-        paths.append(p)
+        paths.append(_save_graph(arch_graph(arch, f"{name} (published; derived with the original procedure)"),
+                                 out / f"arch_{name}.png"))
         params = published.load_params(name)
         probs = {k: torch.softmax(v, -1).numpy() for k, v in params["logits"].items()}
-        p = out / f"supernet_{name}.png"
-        p.write_bytes(
-            supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters").pipe(format="png")
-        )
-        paths.append(p)
+        paths.append(_save_graph(supernet_graph(probs, params["layers"], f"{name}: searched supernet parameters"),
+                                 out / f"supernet_{name}.png"))
         counts[name] = count(DerivedNet(arch, aux=False), (1, 3, 1024, 2048))
     ax = plot_cost_breakdown(counts)
     ax.set_title("where the multiply-adds are (1x3x1024x2048, inference)", fontsize=9)
-    paths.append(save_figure(ax.figure, out / "arch_cost_breakdown.png"))
+    paths.append(_save(ax.figure, out / "arch_cost_breakdown.png"))
     plt.close(ax.figure)
     p = published.load_params("fasterseg_student")
     student = derive(p["logits"], SearchSpace(p["layers"], p["fch"]), 8 / 12, 8 / 12, 19)
     ax = plot_margins(decision_margins(student))
     ax.set_title("published student: how close each derivation decision was", fontsize=9)
-    paths.append(save_figure(ax.figure, out / "arch_decision_margins.png"))
+    paths.append(_save(ax.figure, out / "arch_decision_margins.png"))
     plt.close(ax.figure)
     return paths
 
@@ -97,22 +111,22 @@ def latency_figures(out: Path) -> list[Path]:
     h, w = cpu.resolution
     axes = plot_op_heatmap(cpu.to_frame(), {f"1/{s}": (h // s, w // s) for s in (8, 16, 32)})
     axes[0, 0].figure.suptitle(f"latency per operator, {cpu.describe()}", fontsize=9)
-    paths.append(save_figure(axes[0, 0].figure, out / "latency_op_heatmap_cpu.png"))
+    paths.append(_save(axes[0, 0].figure, out / "latency_op_heatmap_cpu.png"))
     plt.close(axes[0, 0].figure)
     vdir = resolve("data/latency/validation/cpu")
     df = pd.read_csv(vdir / "validation.csv")
     summary = json.loads((vdir / "summary.json").read_text())
     ax = plot_predicted_vs_measured(df, summary)
-    paths.append(save_figure(ax.figure, out / "latency_predicted_vs_measured_cpu.png"))
+    paths.append(_save(ax.figure, out / "latency_predicted_vs_measured_cpu.png"))
     plt.close(ax.figure)
     if "measured_ms_onnxruntime" in df:
         ax = plot_backend_scatter(df, "onnxruntime")
-        paths.append(save_figure(ax.figure, out / "latency_backends_cpu.png"))
+        paths.append(_save(ax.figure, out / "latency_backends_cpu.png"))
         plt.close(ax.figure)
     gpu = LatencyTable.load(resolve("data/latency/gtx1080ti_tensorrt_1024x2048.csv"))
     bds = {n: gpu.breakdown(published.load(n)) for n in ("fasterseg_student", "fasterseg_teacher")}
     ax = plot_latency_breakdown(bds, title="published 1080Ti TensorRT table at 1024x2048 (paper: student 163.9 FPS)")
-    paths.append(save_figure(ax.figure, out / "latency_published_gtx1080ti.png"))
+    paths.append(_save(ax.figure, out / "latency_published_gtx1080ti.png"))
     plt.close(ax.figure)
     return paths
 
@@ -130,26 +144,25 @@ def search_figures(out: Path) -> list[Path]:
     paths = []
     axes = plot_alpha_evolution(runs["decoupled"]["arch"])
     axes[0, 0].figure.suptitle("student alpha during the cpu-profile search (decoupled penalty)", fontsize=9)
-    paths.append(save_figure(axes[0, 0].figure, out / "search_alpha_evolution.png"))
+    paths.append(_save(axes[0, 0].figure, out / "search_alpha_evolution.png"))
     plt.close(axes[0, 0].figure)
     axes = plot_beta_gamma_evolution(runs["decoupled"]["arch"])
-    paths.append(save_figure(axes[0, 0].figure, out / "search_beta_gamma_evolution.png"))
+    paths.append(_save(axes[0, 0].figure, out / "search_beta_gamma_evolution.png"))
     plt.close(axes[0, 0].figure)
     ax, _ = plot_latency_lambda(runs["decoupled"]["steps"], runs["decoupled"]["epochs"])
     ax.set_title("student: expected and derived latency, λ (decoupled, fixed λ)", fontsize=9)
-    paths.append(save_figure(ax.figure, out / "search_latency_lambda.png"))
+    paths.append(_save(ax.figure, out / "search_latency_lambda.png"))
     plt.close(ax.figure)
     axes = plot_collapse({m: r["epochs"] for m, r in runs.items()})
     axes[0].figure.suptitle(
         "architecture collapse: coarse vs decoupled latency penalty at equal lambda (cpu profile)", fontsize=9
     )
-    paths.append(save_figure(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
+    paths.append(_save(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
     plt.close(axes[0].figure)
     for m in runs:
         arch = final_arch(study / m, "student")
-        p = out / f"collapse_student_{m}.png"
-        p.write_bytes(arch_graph(arch, f"student after the {m}-penalty search").pipe(format="png"))
-        paths.append(p)
+        paths.append(_save_graph(arch_graph(arch, f"student after the {m}-penalty search"),
+                                 out / f"collapse_student_{m}.png"))
     return paths
 
 
@@ -177,19 +190,19 @@ def training_figures(out: Path) -> list[Path]:
             "student, distilled": load_history(study / "distilled-seed0")["epochs"],
             "student, not distilled": load_history(study / "not_distilled-seed0")["epochs"]}
     axes = plot_training_curves(hist, baseline=base)
-    paths = [save_figure(axes[0].figure, out / "training_curves_cpu.png")]
+    paths = [_save(axes[0].figure, out / "training_curves_cpu.png")]
     plt.close(axes[0].figure)
 
     tables = {"teacher": pd.read_csv(ref / "train-teacher" / "eval" / "per_class.csv", index_col="class"),
               "student, distilled": mean_per_class(study, "distilled"),
               "student, not distilled": mean_per_class(study, "not_distilled")}
     ax = plot_per_class(tables, baseline=base, stamp="per-class IoU, students averaged over 3 seeds (cpu profile)")
-    paths.append(save_figure(ax.figure, out / "training_per_class_cpu.png"))
+    paths.append(_save(ax.figure, out / "training_per_class_cpu.png"))
     plt.close(ax.figure)
     points = reference_points("data/runs")
     if len(points):
         ax = plot_pareto(points, baseline=100 * base)
-        paths.append(save_figure(ax.figure, out / "tradeoff_pareto_cpu.png"))
+        paths.append(_save(ax.figure, out / "tradeoff_pareto_cpu.png"))
         plt.close(ax.figure)
     return paths
 
@@ -208,7 +221,7 @@ def tuning_figures(out: Path) -> list[Path]:
     cfg = sweep_config(sweep)
     cfg.latency.calibration = "off"  # the panel reads the table's own numbers; this machine's speed is not used
     fig = TuningPanel(sweep, cfg, load_for(cfg)).static_figure()
-    return [save_figure(fig, out / "tuning_panel_cpu.png")]
+    return [_save(fig, out / "tuning_panel_cpu.png")]
 
 
 PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, latency_figures, search_figures,

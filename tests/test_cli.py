@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fasterseg.cli import main
 
 
@@ -60,7 +62,7 @@ def test_resume_without_profile_uses_the_stored_config(tmp_path, capsys):
 def test_bench_networks_report_structure(tmp_path, capsys):
     """`fasterseg bench networks --profile tiny`: structure of the report (not timings)."""
     out = tmp_path / "bench.json"
-    assert main(["bench", "networks", "--profile", "tiny", "--rounds", "1", "--out", str(out)]) == 0
+    assert main(["bench", "networks", "--profile", "tiny", "--rounds", "1", "--lut-keys", "6", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     names = {r["network"] for r in res["networks"]}
     assert names == {"fasterseg_student", "fast_scnn", "lraspp_mobilenetv3_large", "bisenetv2", "ddrnet23_slim"}
@@ -68,4 +70,12 @@ def test_bench_networks_report_structure(tmp_path, capsys):
         assert r["resolution"] == [128, 256] and r["params_M"] > 0
         for rt in ("torch", "ort_fp32", "ort_int8"):
             assert r[rt]["median_ms"] > 0 and r[rt]["ratio_to_reference"] > 0
-    assert "| fast_scnn | 128x256 |" in capsys.readouterr().out
+        assert r["fps_ort_fp32"] == pytest.approx(1e3 / r["ort_fp32"]["median_ms"])
+    miou = {r["network"]: r["miou_equal_budget"] for r in res["networks"]}
+    assert 25 < miou["fast_scnn"] < 40  # from the committed cpu-budget reference runs
+    assert res["search_step"]["seconds_per_step"] > 0 and res["search_step"]["layers"] == 8
+    lb = res["lut_build"]
+    assert lb["entries_timed"] == 6 and lb["entries_in_table"] > 100 and lb["extrapolated"]
+    assert lb["seconds_whole_table"] == pytest.approx(lb["seconds_per_entry"] * lb["entries_in_table"])
+    printed = capsys.readouterr().out
+    assert "| fast_scnn | 128x256 |" in printed and "Search step" in printed and "Latency table build" in printed
