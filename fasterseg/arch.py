@@ -68,12 +68,16 @@ class Architecture:
     width_ratios: tuple[float, ...] = WIDTH_RATIOS
     source: dict = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)  # margins per decision (derivation report)
+    stem: str = "original"  # the fixed stem's kind (`ops.STEMS`); written to JSON only when not the original
+
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "version": VERSION}
         d.update(asdict(self))
         d["width_ratios"] = list(self.width_ratios)
+        if self.stem == "original":
+            del d["stem"]
         return d
 
     def to_json(self) -> str:
@@ -211,7 +215,7 @@ def _document_fields(d: dict) -> dict:
     missing = [k for k in required if k not in d]
     if missing:
         raise ArchitectureError(f"missing field(s): {', '.join(missing)}")
-    unknown = set(d) - set(required) - {"format", "version", "layers", "width_ratios", "source", "decisions"}
+    unknown = set(d) - set(required) - {"format", "version", "layers", "width_ratios", "source", "decisions", "stem"}
     if unknown:
         raise ArchitectureError(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not isinstance(d["branches"], list):
@@ -233,7 +237,15 @@ def _document_fields(d: dict) -> dict:
                 head_width=_number(d["head_width"], float, "head_width"), branches=branches,
                 layers=None if layers is None else _number(layers, int, "layers"),
                 width_ratios=tuple(_number(w, float, "width_ratios") for w in d.get("width_ratios", WIDTH_RATIOS)),
-                source=d.get("source", {}), decisions=d.get("decisions", []))
+                source=d.get("source", {}), decisions=d.get("decisions", []), stem=_stem(d.get("stem", "original")))
+
+
+def _stem(v) -> str:
+    from .ops import STEMS
+
+    if v not in STEMS:
+        raise ArchitectureError(f"'stem' must be one of {', '.join(STEMS)}, got {json.dumps(v)}")
+    return v
 
 
 def _number(v, kind: type, what: str):
@@ -508,6 +520,7 @@ def derive(
         width_ratios=tuple(space.width_ratios),
         source=source or {"kind": "derived"},
         decisions=decisions,
+        stem=space.stem,
     )
 
 

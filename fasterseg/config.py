@@ -53,6 +53,9 @@ class SpaceConfig:
     first_down_min: int = 2
     last_down_margin: int = 2
     down_gap_min: int = 3
+    # the fixed stem to 1/8: "original" (3x3 conv, then two conv_2x stages; the paper's) or "light" (three single
+    # 3x3 convs, about a third of the multiply-adds); not searched
+    stem: str = "original"
 
 
 @dataclass

@@ -48,10 +48,12 @@ def _data(d) -> list[str]:
 
 def _space(s) -> list[str]:
     from .arch import DeriveRules
+    from .ops import STEMS
 
     p = _at_least(s, "layers", "space", 4) + _at_least(s, "fch", "space", 1)
     p += _at_least(s, "first_down_min", "space", 1) + _at_least(s, "last_down_margin", "space", 0)
     p += _at_least(s, "down_gap_min", "space", 1)
+    p += _one_of(s, "stem", "space", tuple(STEMS))
     r = s.width_ratios
     if not r or list(r) != sorted(r) or r[0] <= 0 or r[-1] > 1:
         p.append(f"space.width_ratios={list(r)}: must be increasing ratios in (0, 1]")

@@ -42,7 +42,7 @@ class DerivedNet(nn.Module):
         if len(arch.branches) > 2:
             raise ValueError("derived networks have one or two branches")
         ch = arch.channels
-        self.stem = Stem(*(2 * ch(2, arch.stem_width), 2 * ch(4, arch.stem_width), ch(8, arch.stem_width)))
+        self.stem = Stem(2 * ch(2, arch.stem_width), 2 * ch(4, arch.stem_width), ch(8, arch.stem_width), kind=arch.stem)
         br = arch.branches
         self.n_shared = shared_prefix(br[0], br[1]) if len(br) == 2 else 0
         self.branch_cells = nn.ModuleList()

@@ -228,15 +228,25 @@ class ConvBNReLU(nn.Module):
         return F.relu(self.cb(x))
 
 
-class Stem(nn.Module):
-    """Three stride-2 stages to 1/8: 3x3 conv-BN-ReLU, then two `conv_2x` blocks.
-    Channels 3 -> c1 -> c2 -> c3 (teacher at F=12: 48, 96, 96)."""
+# The stem's three stride-2 stages per kind, as latency-table operators: "original" is the paper's (a 3x3
+# conv-BN-ReLU, then two `conv_2x` blocks), "light" keeps one 3x3 conv-BN-ReLU per stage.
+STEMS = {"original": ("conv3x3", "conv_2x", "conv_2x"), "light": ("conv3x3", "conv", "conv")}
 
-    def __init__(self, c1: int, c2: int, c3: int):
+
+class Stem(nn.Module):
+    """Three stride-2 stages to 1/8, channels 3 -> c1 -> c2 -> c3 (teacher at F=12: 48, 96, 96). `kind`
+    ("original" | "light", `STEMS`): the original's 3x3 conv-BN-ReLU then two `conv_2x` blocks, or three single
+    3x3 conv-BN-ReLU stages."""
+
+    def __init__(self, c1: int, c2: int, c3: int, kind: str = "original"):
         super().__init__()
+        if kind not in STEMS:
+            raise ValueError(f"stem {kind!r}: choose one of {', '.join(STEMS)}")
+        block = Conv2x if kind == "original" else Conv
         self.conv = ConvBNReLU(3, c1, 3, 2)
-        self.block1 = Conv2x(c1, c2, 2)
-        self.block2 = Conv2x(c2, c3, 2)
+        self.block1 = block(c1, c2, 2)
+        self.block2 = block(c2, c3, 2)
+        self.kind = kind
         self.out_channels = c3
 
     def forward(self, x):

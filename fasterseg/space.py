@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import WIDTH_RATIOS, SpaceConfig
-from .ops import PRIMITIVES
+from .ops import PRIMITIVES, STEMS
 
 SCALES = (8, 16, 32)
 #: scale (8, 16, 32) -> scale index s (0, 1, 2); the one map from scales to indices
@@ -34,14 +34,17 @@ class SearchSpace:
     fch: int = 12
     width_ratios: tuple[float, ...] = WIDTH_RATIOS
     ops: tuple[str, ...] = field(default=PRIMITIVES)
+    stem: str = "original"  # the fixed stem's kind (`ops.STEMS`)
 
     def __post_init__(self):
         if self.layers < 4:
             raise ValueError(f"the search space needs at least 4 layers (got {self.layers})")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem {self.stem!r}: choose one of {', '.join(STEMS)}")
 
     @classmethod
     def from_config(cls, cfg: SpaceConfig) -> "SearchSpace":
-        return cls(cfg.layers, cfg.fch, tuple(cfg.width_ratios))
+        return cls(cfg.layers, cfg.fch, tuple(cfg.width_ratios), stem=cfg.stem)
 
     # -- channels ---------------------------------------------------------------------------
     def channels(self, scale: int, width: float = 1.0) -> int:

@@ -161,7 +161,7 @@ class Supernet(nn.Module):
         self.num_classes = num_classes
         self.stem_head_widths = [tuple(map(float, x)) for x in stem_head_widths]
         self.arch_sets = nn.ModuleList(ArchSet(space, sw, nm) for sw, nm in zip(search_widths, names))
-        self.stems = nn.ModuleList(Stem(*space.stem_channels(sw)) for sw, _ in self.stem_head_widths)
+        self.stems = nn.ModuleList(Stem(*space.stem_channels(sw), kind=space.stem) for sw, _ in self.stem_head_widths)
         self.cells = nn.ModuleList(
             nn.ModuleList(SupernetCell(space, s, space.has_down(l, s)) for s in space.scales_at(l))
             for l in range(space.layers))

@@ -29,3 +29,12 @@ def test_overrides_and_errors():
 def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("FASTERSEG_PROFILE", "cpu")
     assert profile().profile == "cpu"
+
+
+def test_stem_option_is_off_in_every_profile_and_checked():
+    from fasterseg.config import ConfigError
+
+    assert all(profile(n).space.stem == "original" for n in ("tiny", "cpu", "paper"))
+    assert apply_overrides(profile("tiny"), ["space.stem=light"]).validate(("space",)).space.stem == "light"
+    with pytest.raises(ConfigError, match="space.stem"):
+        apply_overrides(profile("tiny"), ["space.stem=thin"]).validate(("space",))

@@ -84,9 +84,9 @@ def test_stride1_skip_is_free(table):
     assert table[LatencyKey("skip", 16, 32, 32, 32, 1)] == 0.0
 
 
-def _onehot(seed, d1, d2):
+def _onehot(seed, d1, d2, space=SPACE):
     g = torch.Generator().manual_seed(seed)
-    a = ArchSet(SPACE, True)
+    a = ArchSet(space, True)
     with torch.no_grad():
         for s in range(3):
             A, G = a.alpha(s), a.gamma(s)
@@ -316,3 +316,30 @@ def test_paper_profile_uses_the_published_table():
     student = ArchSet(space, True)
     ms = float(ExpectedLatency(space, t, 8 / 12, 8 / 12, 19)(student).detach())
     assert 4.0 < ms < 15.0  # a uniform student on the 1080Ti, in ms
+
+
+def test_light_stem_is_priced_consistently_and_kept_out_of_original_tables():
+    """A `light` stem (space.stem): its own table keys, the expectation with one-hot parameters equals the derived
+    network's prediction, the architecture remembers it, and original-stem tables and documents are unchanged."""
+    from fasterseg.arch import Architecture
+    from fasterseg.latency.build import space_meta
+    from fasterseg.network import DerivedNet
+
+    light = SearchSpace(layers=8, fch=4, stem="light")
+    keys = space_keys(light, SHW, 19, H, W)
+    stem_ops = {k.op for k in keys if k.h == H // 2 and k.c_in == 2 * light.channels(2, 1.0)}
+    assert stem_ops == {"conv"}  # single 3x3 convs instead of conv_2x blocks
+    table = LatencyTable({k: Entry(fake_ms(k), 0.0, 1) for k in keys if not k.removed},
+                         {"backend": "fake", "device": "test", "threads": 1, "resolution": [H, W], "prices_glue": True})
+    a = _onehot(0, 2, 4, light)  # one-hot, no skips, downs at layers 2 and 4
+    arch = derive(a, light, 8 / 12, 8 / 12, 19, rules=RULES)
+    assert arch.stem == "light" and Architecture.from_json(arch.to_json()).stem == "light"
+    expected = float(ExpectedLatency(light, table, 8 / 12, 8 / 12, 19)(a).detach())
+    assert table.predict(arch) == pytest.approx(expected, rel=1e-6)
+    original = derive(a, SPACE, 8 / 12, 8 / 12, 19, rules=RULES)
+    assert "stem" not in original.to_dict() and "stem" not in space_meta(SPACE, SHW, 19)
+    assert space_meta(light, SHW, 19)["stem"] == "light"
+    n_light = sum(p.numel() for p in DerivedNet(arch, aux=False).stem.parameters())
+    n_original = sum(p.numel() for p in DerivedNet(original, aux=False).stem.parameters())
+    assert n_light < 0.6 * n_original
+    assert DerivedNet(arch, aux=False).eval()(torch.randn(1, 3, 64, 128)).shape == (1, 19, 64, 128)

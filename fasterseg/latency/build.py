@@ -15,8 +15,11 @@ from .table import COLUMNS, Entry, LatencyTable, LatencyTableError, sidecar
 
 
 def space_meta(space: SearchSpace, stem_head_widths, num_classes: int) -> dict:
-    return {"layers": space.layers, "fch": space.fch, "width_ratios": list(space.width_ratios),
+    """The search space a table covers, as its sidecar records it (the stem only when not the original's, so
+    tables built before the option existed still match)."""
+    meta = {"layers": space.layers, "fch": space.fch, "width_ratios": list(space.width_ratios),
             "stem_head_widths": [list(x) for x in stem_head_widths], "num_classes": num_classes}
+    return meta if space.stem == "original" else {**meta, "stem": space.stem}
 
 
 def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_head_widths: Sequence,

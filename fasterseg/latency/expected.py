@@ -83,7 +83,7 @@ class ExpectedLatency:
             return torch.tensor([[[lat(LatencyKey(op, h, w, ci, co, stride)) for co in c_outs] for ci in c_ins]
                                  for op in PRIMITIVES], dtype=torch.float64)
 
-        self.stem_ms = sum(lat(k) for k in stem_keys(stem, H, W))
+        self.stem_ms = sum(lat(k) for k in stem_keys(stem, H, W, space.stem))
         self.same, self.down = {}, {}
         for l, s in space.nodes():
             S = SCALES[s]

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..arch import Architecture
 from ..network import shared_prefix
-from ..ops import PRIMITIVES, ConvBNReLU, Head, build_op, resize
+from ..ops import PRIMITIVES, STEMS, ConvBNReLU, Head, build_op, resize
 from ..space import SCALES, SearchSpace
 
 BLOCK_OPS = PRIMITIVES + ("conv1x1", "conv3x3", "fusion", "head", "upcat", "upsample")
@@ -92,11 +92,13 @@ def _res(height: int, width: int, scale: int) -> tuple[int, int]:
     return height // scale, width // scale
 
 
-def stem_keys(fch_channels: tuple[int, int, int], height: int, width: int) -> list[LatencyKey]:
+def stem_keys(fch_channels: tuple[int, int, int], height: int, width: int, kind: str = "original") -> list[LatencyKey]:
+    """The stem's three stride-2 blocks (`ops.STEMS[kind]`) at `height` x `width`, channels 3 -> c1 -> c2 -> c3."""
     c1, c2, c3 = fch_channels
-    return [LatencyKey("conv3x3", height, width, 3, c1, 2),
-            LatencyKey("conv_2x", height // 2, width // 2, c1, c2, 2),
-            LatencyKey("conv_2x", height // 4, width // 4, c2, c3, 2)]
+    o1, o2, o3 = STEMS[kind]
+    return [LatencyKey(o1, height, width, 3, c1, 2),
+            LatencyKey(o2, height // 2, width // 2, c1, c2, 2),
+            LatencyKey(o3, height // 4, width // 4, c2, c3, 2)]
 
 
 def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Sequence[int], ch16: int,
@@ -143,7 +145,7 @@ def space_keys(
     stems = {space.stem_channels(sw) for sw, _ in stem_head_widths}
     heads = {hw for _, hw in stem_head_widths}
     for stem in stems:
-        keys.update(stem_keys(stem, height, width))
+        keys.update(stem_keys(stem, height, width, space.stem))
     for s, scale in enumerate(SCALES):
         h, w = _res(height, width, scale)
         c_in = set(space.width_options(scale)) | {space.channels(scale, hw) for hw in heads}
@@ -181,7 +183,7 @@ def network_blocks(arch: Architecture, height: int, width: int, glue: bool = Tru
     """The blocks a `DerivedNet` of `arch` runs at `height` x `width` (shared cells listed once)."""
     ch = arch.channels
     stem = (2 * ch(2, arch.stem_width), 2 * ch(4, arch.stem_width), ch(8, arch.stem_width))
-    blocks = [Block(k, "stem") for k in stem_keys(stem, height, width)]
+    blocks = [Block(k, "stem") for k in stem_keys(stem, height, width, arch.stem)]
     br = arch.branches
     n_shared = shared_prefix(br[0], br[1]) if len(br) == 2 else 0
     ch16, ch8 = 0, {}
