@@ -49,6 +49,42 @@ def interleaved(candidate: Callable[[], None], rounds: int = 10, warmup: int = 2
             "reference_gmacs_per_s": REF_MACS / mr / 1e6, "ratio_to_reference": mc / mr, "rounds": rounds}
 
 
+def interleaved_many(calls: dict[object, Callable[[], object]], rounds: int = 10, warmup: int = 1,
+                     progress: bool = True) -> dict[object, dict]:
+    """Time several candidates round-robin: every round calls each once and then the reference conv, so a
+    machine that speeds up or slows down during the run moves all of them alike. Per candidate: median/min/max
+    ms, inter-quartile spread (ms), the median of its per-round ratio to the reference, and the reference's
+    median rate (GMAC/s) over the rounds."""
+    from tqdm.auto import tqdm
+
+    import numpy as np
+
+    ref = _reference()
+    for _ in range(warmup):
+        for c in calls.values():
+            c()
+        ref()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    tr: list[float] = []
+    for _ in tqdm(range(rounds), desc=f"timing {len(calls)} candidates round-robin", disable=not progress):
+        for k, c in calls.items():
+            t = time.perf_counter()
+            c()
+            times[k].append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        ref()
+        tr.append((time.perf_counter() - t) * 1e3)
+    rate = REF_MACS / statistics.median(tr) / 1e6
+    out = {}
+    for k, tc in times.items():
+        q1, q3 = np.percentile(tc, [25, 75])
+        out[k] = {"median_ms": statistics.median(tc), "min_ms": min(tc), "max_ms": max(tc),
+                  "spread_ms": float(q3 - q1), "rounds": rounds,
+                  "ratio_to_reference": statistics.median(a / b for a, b in zip(tc, tr)),
+                  "reference_gmacs_per_s": rate}
+    return out
+
+
 def environment(threads: int) -> dict:
     """What every speed figure must name."""
     return {"runtime": f"PyTorch {torch.__version__} eager", "device": platform.processor() or platform.machine(),
@@ -122,9 +158,25 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
 
 
 def write(result: dict, path: str | Path) -> Path:
+    """The report as JSON at `path`, and, for `bench networks`, its markdown table beside it (``.md``)."""
     from .paths import write_text
 
-    return write_text(path, json.dumps(result, indent=2))
+    path = write_text(path, json.dumps(result, indent=2))
+    if "networks" in result:
+        write_text(Path(path).with_suffix(".md"), networks_markdown(result))
+    return path
+
+
+def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: int = 5, only: tuple = (),
+              archs: tuple = (), with_search: bool = True, lut_keys: int = 0) -> dict:
+    """One benchmark by name: ``supernet``, ``search``, ``pipeline`` or ``networks`` (the others' arguments
+    are those of `bench_networks`)."""
+    if kind == "pipeline":
+        return bench_pipeline(profile_name, threads)
+    if kind == "networks":
+        return bench_networks(profile_name, threads, rounds, only, archs=archs, with_search=with_search,
+                              lut_keys=lut_keys)
+    return {"supernet": bench_supernet, "search": bench_search}[kind](profile_name, threads, rounds)
 
 
 def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
@@ -360,7 +412,8 @@ def networks_markdown(res: dict) -> str:
     """The `bench_networks` result as a markdown table: latency as ratios to Fast-SCNN on the same runtime
     and resolution (when it was measured), with the absolute medians and the reference conv's rate beside."""
     lines = ["| network | H x W | params (M) | GMACs | mIoU % (equal budget) | torch ms | ORT fp32 ms | ORT fp32 FPS | "
-             "ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 12]
+             "ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | share of conv rate (ORT fp32) | "
+             "reference conv GMAC/s |", "|" + " --- |" * 13]
     base = {tuple(r["resolution"]): r["ort_fp32"]["median_ms"] for r in res["networks"] if r["network"] == "fast_scnn"}
     for r in res["networks"]:
         b = base.get(tuple(r["resolution"]))
@@ -371,11 +424,13 @@ def networks_markdown(res: dict) -> str:
                      f"{r['ort_fp32']['median_ms']:.1f} | {1e3 / r['ort_fp32']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms'] / r['ort_fp32']['median_ms']:.2f} | "
-                     f"{vs} | {r['ort_fp32']['reference_gmacs_per_s']:.0f} |")
+                     f"{vs} | {r['ort_fp32']['achieved_share_of_reference']:.2f} | "
+                     f"{r['ort_fp32']['reference_gmacs_per_s']:.0f} |")
     env = res["environment"]
     lines.append(f"\n{env['threads']} thread(s), batch 1, load average {env['load_average_1min']:.2f}, {env['date']}; "
                  f"median of {res['rounds']} runs each, interleaved with the reference convolution. mIoU: the "
-                 "network trained under the kit's cpu budget (committed reference runs), whole validation images.")
+                 "network trained under the kit's cpu budget (committed reference runs), whole validation images. "
+                 "Share of conv rate: the network's multiply-adds per second over the reference conv's.")
     if "search_step" in res:
         st = res["search_step"]
         lines.append(f"\nSearch step ({res['profile']} profile: L={st['layers']} F={st['fch']}, batch {st['batch']} at "

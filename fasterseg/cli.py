@@ -91,26 +91,14 @@ def cmd_arch_import(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_pipeline, bench_search, bench_supernet, summary_lines, write
+    from .bench import run_bench, summary_lines, write
 
     name = args.profile or "tiny"
-    if args.bench_cmd == "pipeline":
-        res = bench_pipeline(name, args.threads)
-    elif args.bench_cmd == "networks":
-        from .bench import bench_networks
-
-        res = bench_networks(name, args.threads, args.rounds, tuple(args.only or ()), archs=tuple(args.arch or ()),
-                             with_search=not args.no_search, lut_keys=args.lut_keys)
-    else:
-        res = (bench_supernet if args.bench_cmd == "supernet" else bench_search)(name, args.threads, args.rounds)
+    res = run_bench(args.bench_cmd, name, args.threads, args.rounds, tuple(getattr(args, "only", None) or ()),
+                    tuple(getattr(args, "arch", None) or ()), not getattr(args, "no_search", False),
+                    getattr(args, "lut_keys", 0))
     print("\n".join(summary_lines(res)))
-    path = write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json"))
-    if "networks" in res:
-        from .bench import networks_markdown
-        from .paths import write_text
-
-        write_text(path.with_suffix(".md"), networks_markdown(res))
-    print(path)
+    print(write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
     return 0
 
 
@@ -181,17 +169,12 @@ def cmd_search(args) -> int:
 
 
 def cmd_collapse(args) -> int:
-    import pandas as pd
-
     from .search import SEARCH_SECTIONS
-    from .studies import run_collapse
+    from .studies import collapse_lines, run_collapse
 
     cfg = _config(args, SEARCH_SECTIONS)
     out = resolve(args.out or f"runs/collapse-{cfg.profile}")
-    table = run_collapse(cfg, out, jobs=args.jobs, resume=args.resume)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(table.round(3).T.to_string())
-    print(f"written to {out / 'comparison.csv'}")
+    print("\n".join(collapse_lines(run_collapse(cfg, out, jobs=args.jobs, resume=args.resume), out)))
     return 0
 
 
@@ -221,18 +204,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 def cmd_export(args) -> int:
-    import json
-
-    from .export import export_run, forms_lines, forms_report, summary_line
-    from .paths import display_path, write_text
+    from .export import export_run, summary_line, write_forms
 
     cfg = _config(args, ("data", "export") if args.forms else ("export",))
     out = resolve(args.out) if args.out else resolve(args.run) / "export"
     print(summary_line(export_run(resolve(args.run), cfg, out, args.weights)))
     if args.forms:
-        report = forms_report(resolve(args.run), cfg, threads=cfg.runtime.threads or 1)
-        print("\n".join(forms_lines(report)))
-        print(f"wrote {display_path(write_text(out / 'forms.json', json.dumps(report, indent=2)))}")
+        print("\n".join(write_forms(resolve(args.run), cfg, out)))
     return 0
 
 def cmd_predict(args) -> int:
@@ -317,8 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "lraspp_mobilenetv3_large, bisenetv2, ddrnet23_slim)"}),
          ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, MAX_STEPS)
     _cmd(sub, "evaluate", cmd_evaluate, "whole-image mIoU, per-class IoU, majority baseline, measured latency", True,
-         RUN, WEIGHTS, ("--latency-only", {"action": "store_true",
-                                           "help": "re-time the latency only (on a quiet machine) into the metrics"}))
+         RUN, ("--weights", {"choices": ("best", "last", "init"), "default": "best",
+                             "help": "init (with --latency-only): time the architecture freshly initialised, "
+                                     "for a checkout without weights"}),
+         ("--latency-only", {"action": "store_true",
+                             "help": "re-time the latency only (on a quiet machine) into the metrics"}))
     _cmd(sub, "export", cmd_export, "ONNX (BN folded) checked against PyTorch; TensorRT where available", True, RUN,
          WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}),
          ("--forms", {"action": "store_true", "help": "also compare the deployed forms (fp32 nearest, int8) with fp32 "
@@ -363,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("networks", "published student and peers: torch, ONNX Runtime fp32 and int8")):
         _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
              ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),
-             ("--rounds", {"type": "positive", "default": 5, "help": "timed rounds, interleaved with the reference"}),
+             ("--rounds", {"type": "positive", "default": 20 if name == "networks" else 5,
+                           "help": "timed rounds, interleaved with the reference"}),
              ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}),
              *((("--arch", {"nargs": "*", "help": "architecture files measured beside the others"}),
                 ("--only", {"nargs": "*", "help": "measure only these networks"}),

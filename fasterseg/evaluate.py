@@ -180,6 +180,10 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     """Evaluate a finished training run on the validation split (whole images, flip as ``eval.flip``),
     with the majority baseline, size and measured latency; writes ``<run>/eval/`` (metrics.json,
     per_class.csv, confusion.csv, overlays.png, confusion.png). Returns the metrics."""
+    if which == "init":
+        from .runs import RunError
+
+        raise RunError("--weights init times a freshly initialised copy: it goes with --latency-only only")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,17 +244,73 @@ def summary_lines(m: dict) -> list[str]:
     return lines + [f"written to {Path(m['run']) / 'eval'}"]
 
 
+def inference_network(run: str | Path, which: str = "best") -> torch.nn.Module:
+    """The run's network as deployed (auxiliary heads left out, BN folded) with its `which` weights: best | last,
+    or ``init`` (the run's architecture freshly initialised, for a checkout that holds no weights: dense fp32
+    kernels take the same time whatever the weight values)."""
+    from .export import inference_copy
+
+    if which == "init":
+        from .train import build_model
+
+        spec = json.loads((Path(run) / "model.json").read_text())
+        model = build_model(spec, spec["num_classes"], aux=False).eval()
+    else:
+        model, _ = load_trained(run, which)
+    return inference_copy(model)
+
+
 def remeasure_latency(cfg, run: str | Path, which: str = "best") -> list[dict]:
     """Time a trained run's inference network again (as `evaluate_run` does) and replace the ``latency``
-    entries of its ``eval/metrics.json``: for a clean figure taken when nothing else runs on the machine."""
-    from .export import inference_copy
+    entries of its ``eval/metrics.json``: for a clean figure taken when nothing else runs on the machine.
+    `which`: as `inference_network`."""
     from .runs import atomic_write
 
     e = cfg.eval
     f = Path(run) / "eval" / "metrics.json"
     metrics = json.loads(f.read_text())
-    model, _ = load_trained(run, which)
-    metrics["latency"] = measure_latency(inference_copy(model), e.latency_height, e.latency_width,
+    metrics["latency"] = measure_latency(inference_network(run, which), e.latency_height, e.latency_width,
                                          tuple(e.latency_backends), 1, "cpu")
+    for x in metrics["latency"]:
+        x["weights"] = which
     atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics["latency"]
+
+
+def retime_runs(cfg, runs: list[Path], which: str = "init", rounds: int = 10, progress: bool = True) -> dict:
+    """Time many trained runs in one pass, round-robin (`bench.interleaved_many`: each round calls every run's
+    network once per backend, then the reference conv), at the config's evaluation size on one thread, and write
+    each run's ``latency`` entries into its ``eval/metrics.json``. Comparable across runs on a machine whose
+    speed drifts. Returns {"runs": {run: [entries]}, "reference_gmacs_per_s": ...}."""
+    from .bench import interleaved_many
+    from .latency.backends import get_backend
+    from .runs import atomic_write
+
+    e = cfg.eval
+    shape = (1, 3, e.latency_height, e.latency_width)
+    backends = [get_backend(name, threads=1) for name in e.latency_backends]
+    calls, described = {}, {b.name: b.describe() for b in backends}
+    for run in runs:
+        net = inference_network(run, which)
+        for b in backends:
+            calls[(str(run), b.name)] = b.prepare(net, shape)
+    torch.set_num_threads(1)
+    timed = interleaved_many(calls, rounds, progress=progress)
+    out: dict = {"runs": {}, "rounds": rounds, "weights": which}
+    for run in runs:
+        entries = []
+        for b in backends:
+            t, d = timed[(str(run), b.name)], described[b.name]
+            entries.append({"backend": b.name, "median_ms": t["median_ms"], "spread_ms": t["spread_ms"],
+                            "fps": 1000 / t["median_ms"], "device": d.get("device"), "threads": 1,
+                            "precision": "fp32", "resolution": [e.latency_height, e.latency_width], "batch": 1,
+                            "weights": which, "ratio_to_reference": t["ratio_to_reference"],
+                            "reference_gmacs_per_s": t["reference_gmacs_per_s"],
+                            "method": f"round-robin with {len(runs)} runs, {rounds} rounds"})
+            out["reference_gmacs_per_s"] = t["reference_gmacs_per_s"]
+        f = Path(run) / "eval" / "metrics.json"
+        metrics = json.loads(f.read_text())
+        metrics["latency"] = entries
+        atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
+        out["runs"][display_path(run)] = entries
+    return out

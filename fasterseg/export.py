@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +205,14 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
     out_path = Path(out_path)
     pre = out_path.with_name(out_path.stem + "_pre.onnx")
     quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out_path), Images(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    root = logging.getLogger()  # the quantiser warns on the root logger, once per use, for every 1-D weight
+    level = root.level          # it cannot quantise per channel (an unfolded BN's scale, as in DDRNet's DAPPM)
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_static(str(pre), str(out_path), Images(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     pre.unlink(missing_ok=True)
     return out_path
 
@@ -277,6 +284,15 @@ def forms_report(run: str | Path, cfg, calibration_images: int = 16, latency_hw:
     return {"run": display_path(run), "validation_resolution": [int(h), int(w)], "images": len(val),
             "calibration_images": len(calib), "latency_resolution": [lh, lw], "backend": "onnxruntime",
             "environment": environment(threads), "forms": forms}
+
+
+def write_forms(run: str | Path, cfg, out: str | Path) -> list[str]:
+    """`forms_report` of a run written to ``<out>/forms.json``; returns its summary lines and where it went."""
+    from .paths import write_text
+
+    report = forms_report(run, cfg, threads=cfg.runtime.threads or 1)
+    path = write_text(Path(out) / "forms.json", json.dumps(report, indent=2))
+    return forms_lines(report) + [f"wrote {display_path(path)}"]
 
 
 def forms_lines(r: dict) -> list[str]:

@@ -47,6 +47,12 @@ def _run_one(args):
     return str(run_search(RunConfig.from_dict(json.loads(cfg_json)), out, progress=False))
 
 
+def collapse_lines(table: pd.DataFrame, out: str | Path) -> list[str]:
+    """The collapse study's comparison (`run_collapse`) as terminal lines, one column per penalty mode."""
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        return [table.round(3).T.to_string(), f"written to {Path(out) / 'comparison.csv'}"]
+
+
 def run_collapse(cfg: RunConfig, out: str | Path, jobs: int = 1, progress: bool = True,
                  resume: bool = False) -> pd.DataFrame:
     """Run the collapse study into ``<out>/coarse`` and ``<out>/decoupled`` and write

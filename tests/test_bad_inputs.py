@@ -204,7 +204,7 @@ def test_a_table_built_elsewhere_is_caught_with_the_factor(tmp_path):
     import re
 
     from fasterseg.latency import LatencyTable, LatencyTableError, load_for
-    from fasterseg.latency.calibrate import rescaled
+    from fasterseg.latency.calibrate import measure_fit, rescaled
     from fasterseg.paths import resolve
 
     cfg = profile("tiny")
@@ -215,6 +215,7 @@ def test_a_table_built_elsewhere_is_caught_with_the_factor(tmp_path):
     with pytest.raises(LatencyTableError, match=r"does not fit this machine.*latency.calibration=rescale") as e:
         load_for(cfg, check_fit=True)
     factor = float(re.search(r"run (\d+\.\d+)x the recorded", str(e.value)).group(1))
-    assert factor < 0.6  # ~1/3 of this machine's own factor for the original table (between ~0.7 and ~1.5)
+    own = measure_fit(src)["factor"]  # this machine against the original table today (0.7-1.8 seen)
+    assert factor == pytest.approx(own / 3, rel=0.35)  # about a third of it
     fixed = load_for(apply_overrides(cfg, ["latency.calibration=rescale"]), check_fit=True)
     assert fixed.meta["rescaled"][-1]["factor"] == pytest.approx(factor, rel=0.5)

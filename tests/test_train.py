@@ -137,6 +137,51 @@ def test_evaluation_and_export(teacher_run, data_root, tmp_path):
     assert s["tensorrt"].startswith("skipped")
 
 
+def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root, tmp_path):
+    import shutil
+
+    from fasterseg.evaluate import remeasure_latency
+    from fasterseg.runs import RunError
+
+    run = tmp_path / "no-weights"  # a checkout: the run's records without its weights
+    (run / "eval").mkdir(parents=True)
+    shutil.copy(teacher_run / "model.json", run / "model.json")
+    (run / "eval" / "metrics.json").write_text(json.dumps({"miou": 0.25, "latency": []}))
+    cfg = train_cfg(data_root, **{"eval.latency_backends": '["torch"]', "eval.latency_height": 64,
+                                  "eval.latency_width": 128})
+    with pytest.raises(RunError, match="no model_best.pt"):
+        remeasure_latency(cfg, run, "best")
+    rows = remeasure_latency(cfg, run, "init")
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert m["miou"] == 0.25 and m["latency"] == rows
+    assert [(x["backend"], x["weights"], x["resolution"]) for x in rows] == [("torch", "init", [64, 128])]
+    assert rows[0]["median_ms"] > 0
+
+
+def test_runs_retimed_round_robin_in_one_pass(teacher_run, data_root, tmp_path):
+    import shutil
+
+    from fasterseg.evaluate import retime_runs
+
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        shutil.copy(teacher_run / "model.json", run / "model.json")
+        (run / "eval" / "metrics.json").write_text(json.dumps({"miou": 0.5, "latency": []}))
+        runs.append(run)
+    cfg = train_cfg(data_root, **{"eval.latency_backends": '["torch", "onnxruntime"]', "eval.latency_height": 64,
+                                  "eval.latency_width": 128})
+    report = retime_runs(cfg, runs, "init", rounds=3, progress=False)
+    assert report["rounds"] == 3 and report["reference_gmacs_per_s"] > 0
+    for run in runs:
+        m = json.loads((run / "eval" / "metrics.json").read_text())
+        assert m["miou"] == 0.5 and [x["backend"] for x in m["latency"]] == ["torch", "onnxruntime"]
+        for x in m["latency"]:
+            assert x["median_ms"] > 0 and x["spread_ms"] >= 0
+            assert x["ratio_to_reference"] > 0 and x["method"] == "round-robin with 2 runs, 3 rounds"
+
+
 @pytest.mark.parametrize("peer", ["fast_scnn", "bisenetv2"])
 def test_bn_folding_keeps_the_outputs(peer, tiny_arch):
     """Folded copies (derived network and peers) equal the original in eval mode."""

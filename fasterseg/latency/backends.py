@@ -8,10 +8,13 @@ inter-quartile range the spread. Batch 1, fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import math
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -73,8 +76,16 @@ class Backend:
     def describe(self) -> dict:
         raise NotImplementedError
 
-    def time(self, module: nn.Module, input_shape: tuple[int, ...]) -> Timing:
+    def prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Callable[[], object]:
+        """One inference call of `module` on a fixed random input of `input_shape`, ready to time (on a GPU it
+        only queues the work: call `sync` before reading the clock)."""
         raise NotImplementedError
+
+    def sync(self) -> None:
+        """Wait for queued device work (nothing to wait for on a CPU)."""
+
+    def time(self, module: nn.Module, input_shape: tuple[int, ...]) -> Timing:
+        return time_calls(self.prepare(module, input_shape), self.samples, self.warmup, self.min_sample_ms, self.sync)
 
     def method(self) -> str:
         return (f"median of {self.samples} samples (each >= {self.min_sample_ms} ms of back-to-back calls) after "
@@ -97,13 +108,19 @@ class TorchBackend(Backend):
         return {"backend": "torch", "device": dev, "device_type": self.device.type, "threads": self.threads,
                 "versions": {"torch": torch.__version__}}
 
-    def time(self, module, input_shape):
+    def prepare(self, module, input_shape):
         torch.set_num_threads(self.threads)
         module = module.eval().to(self.device)
         x = torch.randn(*input_shape, device=self.device)
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        with torch.inference_mode():
-            return time_calls(lambda: module(x), self.samples, self.warmup, self.min_sample_ms, sync)
+
+        def call():
+            with torch.inference_mode():
+                return module(x)
+        return call
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def export_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
@@ -114,27 +131,46 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return f.getvalue()
 
 
+@contextlib.contextmanager
+def _quiet_stdout_fd():
+    """Silence file descriptor 1 (what C++ code prints there too) for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def onnx_export(module: nn.Module, args: tuple, f, input_names: list[str], output_names: list[str],
                 opset: int = 17) -> None:
     """`torch.onnx.export` with the TorchScript exporter (fast), falling back to the dynamo exporter where
     TorchScript cannot express an operator (e.g. adaptive pooling to sizes that do not divide the input,
     as Fast-SCNN's pyramid pooling at most resolutions). Warnings and the dynamo exporter's progress
     lines are silenced."""
-    import contextlib
+    import logging
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(module, args, f, dynamo=False, input_names=input_names, output_names=output_names,
-                              opset_version=opset)
+        try:  # its failure prints the whole graph (from C++) before raising: keep that off the terminal
+            with _quiet_stdout_fd():
+                torch.onnx.export(module, args, f, dynamo=False, input_names=input_names,
+                                  output_names=output_names, opset_version=opset)
         except torch.onnx.errors.SymbolicValueError:
             if isinstance(f, io.BytesIO):
                 f.seek(0)
                 f.truncate()
+            quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
             with contextlib.redirect_stdout(io.StringIO()):
                 torch.onnx.export(module, args, f, dynamo=True, input_names=input_names, output_names=output_names,
                                   opset_version=max(opset, 18), external_data=False)
+            quiet.setLevel(level)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -159,10 +195,10 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
-    def time(self, module, input_shape):
+    def prepare(self, module, input_shape):
         sess = self.session(export_onnx(module, input_shape))
         x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-        return time_calls(lambda: sess.run(None, {"x": x}), self.samples, self.warmup, self.min_sample_ms)
+        return lambda: sess.run(None, {"x": x})
 
 
 class TensorRTBackend(Backend):
@@ -206,7 +242,7 @@ class TensorRTBackend(Backend):
         plan = builder.build_serialized_network(network, config)
         return trt.Runtime(logger).deserialize_cuda_engine(plan)
 
-    def time(self, module, input_shape):
+    def prepare(self, module, input_shape):
         engine = self.engine(export_onnx(module, input_shape))
         context = engine.create_execution_context()
         x = torch.randn(*input_shape, device="cuda")
@@ -215,8 +251,12 @@ class TensorRTBackend(Backend):
         context.set_tensor_address("x", x.data_ptr())
         context.set_tensor_address(out_name, y.data_ptr())
         stream = torch.cuda.current_stream()
-        return time_calls(lambda: context.execute_async_v3(stream.cuda_stream), self.samples, self.warmup,
-                          self.min_sample_ms, torch.cuda.synchronize)
+        call = lambda: context.execute_async_v3(stream.cuda_stream)  # noqa: E731
+        call.keep = (engine, context, x, y)  # the buffers live as long as the call
+        return call
+
+    def sync(self):
+        torch.cuda.synchronize()
 
 
 BACKENDS = {"torch": TorchBackend, "onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}

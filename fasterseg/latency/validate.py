@@ -3,6 +3,8 @@ derived networks with the same backend. Reports Spearman rank correlation and me
 percentage error, each with a 95 % bootstrap interval over the networks."""
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import torch
 
@@ -32,11 +34,15 @@ def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_class
     return out
 
 
+MIN_NETWORKS_FOR_CI = 8  # fewer networks give no bootstrap interval worth quoting (most resamples repeat one)
+
+
 def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -> dict:
     """Spearman rank correlation, mean absolute percentage error (a fraction) and the median
     predicted/measured ratio of paired latencies (ms), with 95 % percentile bootstrap intervals
     (networks resampled with replacement, `resamples` times, seeded): keys ``spearman``,
-    ``spearman_ci``, ``mape``, ``mape_ci``, ``median_predicted_over_measured``."""
+    ``spearman_ci``, ``mape``, ``mape_ci`` (None under `MIN_NETWORKS_FOR_CI` networks),
+    ``median_predicted_over_measured``."""
     import numpy as np
     from scipy.stats import bootstrap, spearmanr
 
@@ -52,11 +58,13 @@ def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -
 
     out = {"spearman": float(rho(pred, meas)), "mape": float(mape(pred, meas)),
            "median_predicted_over_measured": float(np.median(pred / meas))}
-    if len(pred) < 3:
+    if len(pred) < MIN_NETWORKS_FOR_CI:
         return {**out, "spearman_ci": None, "mape_ci": None}
     for name, stat in (("spearman", rho), ("mape", mape)):
-        ci = bootstrap((pred, meas), stat, paired=True, vectorized=True, n_resamples=resamples,
-                       method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+        with warnings.catch_warnings():  # the odd resample that repeats one network has no rank correlation
+            warnings.simplefilter("ignore")
+            ci = bootstrap((pred, meas), stat, paired=True, vectorized=True, n_resamples=resamples,
+                           method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
         out[f"{name}_ci"] = [float(ci.low), float(ci.high)]
     return out
 

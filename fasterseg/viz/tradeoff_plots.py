@@ -10,6 +10,18 @@ KIND_STYLE = {"teacher": ("s", "tab:blue"), "searched student": ("o", "tab:orang
               "collapse study": ("D", "tab:purple"), "peer": ("^", "tab:green"), "published": ("*", "tab:red"),
               "searched for this CPU": ("P", "tab:brown")}
 
+# short labels for the plots (the points keep their run names, which the tables and the benchmarks use)
+LABELS = {"fast_scnn": "Fast-SCNN", "lraspp_mobilenetv3_large": "LR-ASPP", "bisenetv2": "BiSeNetV2",
+          "ddrnet23_slim": "DDRNet-23-slim", "student distilled": "student, KD", "student not_distilled": "student",
+          "coarse": "collapse: coarse", "decoupled": "collapse: decoupled", "cpu_student": "CPU student, KD",
+          "cpu_student_no_kd": "CPU student", "cpu_student_light_stem": "CPU student, light stem",
+          "published fasterseg_student": "published FasterSeg student"}
+
+
+def plot_label(name: str) -> str:
+    """The short label of a point named `name` (its name where none is set)."""
+    return LABELS.get(name, name)
+
 
 def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str = "", ax=None):
     """mIoU (%) against measured latency (ms) with error bars (std over seeds), the Pareto front joined, and
@@ -36,7 +48,8 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
              if x0 <= t <= x1]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    label_points(ax, points["latency_ms"].to_numpy(), points["miou"].to_numpy(), points["name"].tolist())
+    label_points(ax, points["latency_ms"].to_numpy(), points["miou"].to_numpy(),
+                 [plot_label(n) for n in points["name"]])
     r = points.iloc[0]
     ax.set_xlabel(f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, fp32", fontsize=9)
     ax.set_ylabel("mIoU (%), whole validation images", fontsize=9)
@@ -103,7 +116,7 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     pw, ph = width - margin["l"] - margin["r"], height - margin["t"] - margin["b"]
     px = (np.log10(points["latency_ms"]) - np.log10(x0)) / (np.log10(x1) - np.log10(x0)) * pw
     py = (points["miou"] - y0) / (y1 - y0) * ph
-    offsets = place_labels(px.to_numpy(), py.to_numpy(), [6.2 * len(n) for n in points["name"]], 14)
+    offsets = place_labels(px.to_numpy(), py.to_numpy(), [6.2 * len(plot_label(n)) for n in points["name"]], 14)
     for kind, g in points.groupby("kind", sort=False):
         symbol = {"s": "square", "o": "circle", "D": "diamond", "^": "triangle-up", "*": "star", "P": "cross"}[
             KIND_STYLE.get(kind, ("o", ""))[0]]
@@ -119,7 +132,7 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["miou"], mode="lines", name="Pareto front",
                              line={"dash": "dot", "color": "gray"}, hoverinfo="skip"))
     for (_, r), (dx, dy) in zip(points.iterrows(), offsets):  # labels placed without overlaps (place_labels)
-        fig.add_annotation(x=np.log10(r["latency_ms"]), y=r["miou"], text=r["name"], showarrow=True,
+        fig.add_annotation(x=np.log10(r["latency_ms"]), y=r["miou"], text=plot_label(r["name"]), showarrow=True,
                            arrowcolor="#999" if abs(dy) > 20 else "rgba(0,0,0,0)", arrowwidth=0.8, arrowhead=0,
                            ax=dx, ay=-dy - 7, xanchor="left" if dx > 0 else "right", yanchor="middle",
                            font={"size": 10})

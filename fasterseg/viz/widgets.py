@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .. import tuning
+from .tradeoff_plots import label_points
 
 
 class TuningPanel:
@@ -97,9 +98,9 @@ class TuningPanel:
         self.button = W.Button(description="search here", icon="play")
         self.button.on_click(lambda _: self.search_here())
         self.live = W.Output(layout={"max_height": "160px", "overflow": "auto"})
-        controls = W.VBox(list(self.w.values()) + [self.button])
-        self.view = W.VBox([W.HBox([controls, W.VBox([self.info, self.grad_table])]), self.graph, self.plots,
-                            self.live])
+        controls = W.VBox(list(self.w.values()) + [self.button], layout={"min_width": "430px", "flex": "0 0 auto"})
+        readouts = W.VBox([self.info, self.grad_table], layout={"flex": "1 1 auto"})
+        self.view = W.VBox([W.HBox([controls, readouts]), self.graph, self.plots, self.live])
 
     def update(self) -> dict:
         from ..viz.graphs import arch_graph
@@ -117,34 +118,9 @@ class TuningPanel:
         return s
 
     def static_figure(self, s: dict | None = None):
-        """Histograms of the nearest run's operators and widths, and the sweep's latency–mIoU points with the
-        chosen run marked (matplotlib, for a static notebook view)."""
+        """The panel's state drawn with matplotlib, for a static notebook view (`sweep_figure`)."""
         s = s or self.state()
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        row = self.sweep[self.sweep["run"] == s["run"]].iloc[0]
-        s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
-        axes[0].set_title(f"operators of the kept cells ({int(row['removed_layers'])} skip layers removed)",
-                          fontsize=9)
-        axes[0].set_ylabel("cells", fontsize=9)
-        s["widths"].plot.bar(ax=axes[1], color="tab:green")
-        axes[1].set_title("output widths (share of the scale's channels)", fontsize=9)
-        axes[1].set_ylabel("feature maps", fontsize=9)
-        for mode, g in self.sweep.groupby("penalty"):
-            g = g.sort_values("lam")
-            axes[2].plot(g["latency_ms"], 100 * g["miou"], "o", label=mode, ms=6)
-            for _, r in g.iterrows():
-                axes[2].annotate(f"λ={r['lam']:g}", (r["latency_ms"], 100 * r["miou"]), textcoords="offset points",
-                                 xytext=(4, 4), fontsize=8)
-        axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "r*", ms=16, label="chosen")
-        axes[2].set_xlabel("predicted latency (ms)", fontsize=9)
-        axes[2].set_ylabel("search-time mIoU (%)", fontsize=9)
-        axes[2].set_title(f"the λ sweep ({self.cfg.profile} profile)", fontsize=9)
-        axes[2].legend(fontsize=8)
-        for ax in axes:
-            ax.tick_params(labelsize=8)
-        fig.tight_layout()
-        plt.close(fig)
-        return fig
+        return sweep_figure(self.sweep, s, self.cfg.profile)
 
     # -- live search -----------------------------------------------------------------------------------
     def search_here(self, out: str | Path | None = None, wait: bool = False) -> threading.Thread:
@@ -175,3 +151,32 @@ class TuningPanel:
         if wait:
             self.thread.join()
         return self.thread
+
+
+def sweep_figure(sweep: pd.DataFrame, s: dict, profile: str):
+    """Histograms of the nearest run's operators and widths (state `s` of a `TuningPanel`), and the sweep's
+    latency–mIoU points with the chosen run starred (matplotlib)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    row = sweep[sweep["run"] == s["run"]].iloc[0]
+    s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
+    axes[0].set_title(f"operators of the kept cells ({int(row['removed_layers'])} skip layers removed)",
+                      fontsize=9)
+    axes[0].set_ylabel("cells", fontsize=9)
+    s["widths"].plot.bar(ax=axes[1], color="tab:green")
+    axes[1].set_title("output widths (share of the scale's channels)", fontsize=9)
+    axes[1].set_ylabel("feature maps", fontsize=9)
+    for mode, g in sweep.groupby("penalty"):
+        axes[2].plot(g["latency_ms"], 100 * g["miou"], "o", label=mode, ms=6)
+    axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "r*", ms=16, label="chosen")
+    axes[2].margins(x=0.12, y=0.2)  # room for the labels inside the axes
+    label_points(axes[2], sweep["latency_ms"].to_numpy(), 100 * sweep["miou"].to_numpy(),
+                 [f"λ={lam:g}" for lam in sweep["lam"]])
+    axes[2].set_xlabel("predicted latency (ms)", fontsize=9)
+    axes[2].set_ylabel("search-time mIoU (%)", fontsize=9)
+    axes[2].set_title(f"the λ sweep ({profile} profile)", fontsize=9)
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
