@@ -6,6 +6,7 @@ the steadiest on a shared machine) and recorded with the load average. Results g
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -173,6 +174,8 @@ def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: i
     are those of `bench_networks`)."""
     if kind == "pipeline":
         return bench_pipeline(profile_name, threads)
+    if kind == "panel":
+        return bench_panel(threads=threads, rounds=rounds)
     if kind == "networks":
         return bench_networks(profile_name, threads, rounds, only, archs=archs, with_search=with_search,
                               lut_keys=lut_keys)
@@ -218,11 +221,18 @@ def summary_lines(res: dict) -> list[str]:
     head = f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]"
     if "networks" in res:
         return [head, networks_markdown(res)]
+    if "panel" in res:
+        r = res["panel"]
+        return [f"{head} tuning panel over {r['sweep']}: one control move updates in {r['median_ms']:.0f} ms median "
+                f"[{r['min_ms']:.0f}-{r['max_ms']:.0f}], {r['ratio_to_reference']:.1f}x the reference conv "
+                f"({r['reference_gmacs_per_s']:.0f} GMAC/s)"]
     if "pipeline" in res:
         p = res["pipeline"]
         return [f"{head} profile {res['profile']}: the whole pipeline in {p['seconds']:.0f} s "
                 f"({p['ratio_to_reference']:.0f}x the reference conv, {p['reference_gmacs_per_s']:.0f} GMAC/s)"] + [
-                f"  {s['stage']}: line printed at {s['elapsed_s']:.1f} s" for s in p["stages"]]
+                f"  {s['stage']}: line printed at {s['elapsed_s']:.1f} s" for s in p["stages"]] + [
+                f"  {n}: mIoU {r['miou']:.1f} % (majority class {r['majority_miou']:.1f} %)"
+                for n, r in p.get("networks", {}).items() if "miou" in r]
     if "search_step" in res:
         r = res["search_step"]
         return [f"{head} profile {res['profile']}: L={r['layers']} F={r['fch']}, batch {r['batch']} at "
@@ -245,6 +255,35 @@ def summary_lines(res: dict) -> list[str]:
             f"{i['median_ms'] / o['median_ms']:.2f}x faster than eager PyTorch"]
 
 
+def bench_panel(sweep: str | Path = "data/runs/sweep-cpu", threads: int = 1, rounds: int = 10) -> dict:
+    """The tuning panel's response to a control move (notebook 05): one `TuningPanel.update` — nearest sweep
+    run, decoupled terms and their gradients, the graphviz drawing and the static figure — timed interleaved
+    with the reference conv, cycling λ over the sweep's values and the penalty mode (the kernel side only: a
+    browser adds its rendering)."""
+    import itertools
+
+    from .latency import load_for
+    from .paths import resolve
+    from .tuning import sweep_config
+    from .viz.widgets import TuningPanel
+
+    torch.set_num_threads(threads)
+    cfg = sweep_config(resolve(sweep))
+    cfg.latency.calibration = "off"
+    panel = TuningPanel(resolve(sweep), cfg, load_for(cfg))
+    lams = sorted(set(panel.sweep["lam"]))
+    moves = itertools.cycle([(lam, mode) for mode in ("decoupled", "coarse") for lam in lams])
+
+    def move():  # one control changed per move, as a user does; its observer updates the panel once
+        lam, mode = next(moves)
+        if panel.w["penalty"].value != mode:
+            panel.w["penalty"].value = mode
+        else:
+            panel.w["lam"].value = lam
+    r = interleaved(move, rounds, warmup=1)
+    return {"environment": environment(threads), "profile": cfg.profile, "panel": {"sweep": str(sweep), **r}}
+
+
 def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
     """The whole `fasterseg pipeline` end to end in a fresh folder (data generated into it too): seconds per
     stage and in total, with the reference convolution's rate measured before and after (the machine's
@@ -259,16 +298,18 @@ def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
         cfg = apply_overrides(profile(profile_name), [f"data.root={tmp}/data"]
                               + ([f"runtime.threads={threads}"] if threads else []))
         marks, t0 = [], time.perf_counter()
-        run_pipeline(cfg, Path(tmp) / "run", say=lambda line: marks.append((time.perf_counter() - t0, line)),
-                     progress=False)
+        res = run_pipeline(cfg, Path(tmp) / "run", say=lambda line: marks.append((time.perf_counter() - t0, line)),
+                           progress=False)
         total = time.perf_counter() - t0
+        cols = [c for c in ("miou", "majority_miou", "params_M", "GMACs", "predicted_ms") if c in res.summary]
+        networks = res.summary[cols].to_dict(orient="index")  # what the pipeline delivered, beside its time
     after = interleaved(lambda: None, rounds=10)
     # a stage's line is printed when it starts (search, training) or ends (data, table, derive, evaluate, ...):
     # record the elapsed time at each line rather than guess per-stage durations
     stages = [{"stage": line.split("]")[0].strip("["), "elapsed_s": t} for t, line in marks]
     ref_ms = (before["reference_median_ms"] + after["reference_median_ms"]) / 2
     return {"environment": environment(threads or torch.get_num_threads()), "profile": profile_name,
-            "pipeline": {"seconds": total, "stages": stages, "reference_conv_ms": ref_ms,
+            "pipeline": {"seconds": total, "stages": stages, "networks": networks, "reference_conv_ms": ref_ms,
                          "reference_gmacs_per_s": REF_MACS / ref_ms / 1e6, "ratio_to_reference": total * 1e3 / ref_ms}}
 
 
@@ -294,7 +335,8 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                    resolutions: tuple[tuple[int, int], ...] = (), archs: tuple[str, ...] = (),
                    with_search: bool = True, lut_keys: int = 0) -> dict:
     """Every network (the published FasterSeg student and the peers, or `networks`) at each resolution:
-    parameters, GMACs, and latency on torch eager, ONNX Runtime fp32 and ONNX Runtime int8 (static,
+    parameters, GMACs, and latency on torch eager (contiguous and channels-last), ONNX Runtime fp32 and ONNX
+    Runtime int8 (static,
     calibrated on the profile's training images), each timed `rounds` times interleaved with the reference
     convolution (median, min, max, ratio to the reference, achieved share of the reference's GMAC/s).
     Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048. `archs`: architecture files (or
@@ -335,7 +377,10 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                 fp32 = export_onnx(net, Path(tmp) / f"{name}_{h}.onnx", h, w)
                 int8 = quantize_int8(fp32, Path(tmp) / f"{name}_{h}_int8.onnx", calib)
                 row = {"network": name, "resolution": [h, w], "params_M": params, "GMACs": gmacs}
+                net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)  # NHWC kernels in eager
+                x_cl = x.contiguous(memory_format=torch.channels_last)
                 for runtime, call in (("torch", lambda: _no_grad(net, x)),
+                                      ("torch_channels_last", lambda: _no_grad(net_cl, x_cl)),
                                       ("ort_fp32", ort_call(fp32, opts, x)), ("ort_int8", ort_call(int8, opts, x))):
                     r = interleaved(call, rounds, warmup=2)
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
@@ -408,19 +453,32 @@ def ort_call(path, opts, x):
     return lambda: sess.run(None, {"image": xn})
 
 
+def _quotient(row: dict, a: str, b: str) -> str:
+    """Runtime `a`'s time over runtime `b`'s in a bench row, each first divided by its reference conv ("-" when
+    `a` was not measured, as in reports from before it existed)."""
+    if a not in row:
+        return "-"
+    return f"{row[a]['ratio_to_reference'] / row[b]['ratio_to_reference']:.2f}"
+
+
 def networks_markdown(res: dict) -> str:
     """The `bench_networks` result as a markdown table: latency as ratios to Fast-SCNN on the same runtime
-    and resolution (when it was measured), with the absolute medians and the reference conv's rate beside."""
-    lines = ["| network | H x W | params (M) | GMACs | mIoU % (equal budget) | torch ms | ORT fp32 ms | ORT fp32 FPS | "
-             "ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | share of conv rate (ORT fp32) | "
-             "reference conv GMAC/s |", "|" + " --- |" * 13]
-    base = {tuple(r["resolution"]): r["ort_fp32"]["median_ms"] for r in res["networks"] if r["network"] == "fast_scnn"}
+    and resolution (when it was measured; each time first divided by the reference conv's timed beside it), with
+    the absolute medians and the reference conv's rate beside."""
+    lines = ["| network | H x W | params (M) | GMACs | mIoU % (equal budget) | torch ms | torch channels-last / "
+             "contiguous | ORT fp32 ms | ORT fp32 FPS | ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | "
+             "share of conv rate (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 14]
+    # each network's time over the reference conv's, timed beside it, divided by Fast-SCNN's: a drift of the
+    # machine between the networks' timing blocks cancels
+    base = {tuple(r["resolution"]): r["ort_fp32"]["ratio_to_reference"] for r in res["networks"]
+            if r["network"] == "fast_scnn"}
     for r in res["networks"]:
         b = base.get(tuple(r["resolution"]))
-        vs = f"{r['ort_fp32']['median_ms'] / b:.2f}" if b else "-"
+        vs = f"{r['ort_fp32']['ratio_to_reference'] / b:.2f}" if b else "-"
         miou = r.get("miou_equal_budget")
         lines.append(f"| {r['network']} | {r['resolution'][0]}x{r['resolution'][1]} | {r['params_M']:.2f} | "
                      f"{r['GMACs']:.2f} | {'-' if miou is None else f'{miou:.1f}'} | {r['torch']['median_ms']:.1f} | "
+                     f"{_quotient(r, 'torch_channels_last', 'torch')} | "
                      f"{r['ort_fp32']['median_ms']:.1f} | {1e3 / r['ort_fp32']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms'] / r['ort_fp32']['median_ms']:.2f} | "
@@ -430,7 +488,8 @@ def networks_markdown(res: dict) -> str:
     lines.append(f"\n{env['threads']} thread(s), batch 1, load average {env['load_average_1min']:.2f}, {env['date']}; "
                  f"median of {res['rounds']} runs each, interleaved with the reference convolution. mIoU: the "
                  "network trained under the kit's cpu budget (committed reference runs), whole validation images. "
-                 "Share of conv rate: the network's multiply-adds per second over the reference conv's.")
+                 "Share of conv rate: the network's multiply-adds per second over the reference conv's. vs Fast-SCNN: "
+                 "the ratios of each network's and Fast-SCNN's time to the reference conv timed beside them.")
     if "search_step" in res:
         st = res["search_step"]
         lines.append(f"\nSearch step ({res['profile']} profile: L={st['layers']} F={st['fch']}, batch {st['batch']} at "

@@ -341,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("supernet", "supernet training step and the published student's inference time"),
                         ("search", "seconds per search step and images/s"),
                         ("pipeline", "the whole pipeline end to end, per stage"),
+                        ("panel", "the tuning panel's response to a control move (committed cpu sweep)"),
                         ("networks", "published student and peers: torch, ONNX Runtime fp32 and int8")):
         _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
              ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),

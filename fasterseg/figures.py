@@ -4,6 +4,7 @@ Each capability adds a producer to `PRODUCERS`; notebooks call the same `plot_*`
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -149,8 +150,11 @@ def search_figures(out: Path) -> list[Path]:
     axes = plot_beta_gamma_evolution(runs["decoupled"]["arch"])
     paths.append(_save(axes[0, 0].figure, out / "search_beta_gamma_evolution.png"))
     plt.close(axes[0, 0].figure)
-    ax, _ = plot_latency_lambda(runs["decoupled"]["steps"], runs["decoupled"]["epochs"])
-    ax.set_title("student: expected and derived latency, λ (decoupled, fixed λ)", fontsize=9)
+    pipe = resolve("data/runs/pipeline-cpu/search")  # adaptive λ with an FPS band (the collapse study fixes λ)
+    ph, sc = load_history(pipe), json.loads((pipe / "config.json").read_text())["search"]
+    ax, _ = plot_latency_lambda(ph["steps"], ph["epochs"], band_fps=(sc["fps_min"][-1], sc["fps_max"][-1]),
+                                changes=ph.get("lambda"))
+    ax.set_title("student: expected and derived latency, adaptive λ (cpu pipeline search, decoupled)", fontsize=9)
     paths.append(_save(ax.figure, out / "search_latency_lambda.png"))
     plt.close(ax.figure)
     axes = plot_collapse({m: r["epochs"] for m, r in runs.items()})

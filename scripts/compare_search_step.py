@@ -81,6 +81,13 @@ def steps_in_this_process(checkout: Path, n: int, data_root: Path) -> list[float
     return times
 
 
+
+def _commit(checkout: Path) -> str:
+    """The checkout's commit (short hash, "+changes" when its tree differs from it)."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(checkout), *a], capture_output=True, text=True).stdout.strip()
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" +changes" if git("status", "--porcelain") else "")
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--other", help="the other checkout of the kit (a folder); required")
@@ -110,8 +117,9 @@ def main() -> int:
                 times[name] += t
                 print(f"round {r + 1} {name}: " + ", ".join(f"{x:.2f}" for x in t) + " s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    report = {"config": "paper space (L=16, F=12), batch 2 at 128x256, one thread, CPU", "this": str(HERE),
-              "other": str(other), "median_s_per_step": med, "speedup_this_over_other": med["other"] / med["this"],
+    report = {"config": "paper space (L=16, F=12), batch 2 at 128x256, one thread, CPU",
+              "this": f"this checkout, commit {_commit(HERE)}", "other": f"another checkout, commit {_commit(other)}",
+              "median_s_per_step": med, "speedup_this_over_other": med["other"] / med["this"],
               "seconds_per_step": times, "load_average_1min": os.getloadavg()[0]}
     print(f"median s/step: other {med['other']:.2f}, this {med['this']:.2f}; "
           f"this checkout is {report['speedup_this_over_other']:.2f}x faster")

@@ -219,3 +219,13 @@ def test_a_table_built_elsewhere_is_caught_with_the_factor(tmp_path):
     assert factor == pytest.approx(own / 3, rel=0.35)  # about a third of it
     fixed = load_for(apply_overrides(cfg, ["latency.calibration=rescale"]), check_fit=True)
     assert fixed.meta["rescaled"][-1]["factor"] == pytest.approx(factor, rel=0.5)
+
+
+def test_relative_paths_resolve_against_the_project_root_from_any_directory(tmp_path, monkeypatch):
+    from fasterseg.latency import load_for
+    from fasterseg.paths import project_root, resolve
+
+    monkeypatch.delenv("FASTERSEG_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # somewhere else entirely
+    assert resolve("data/latency") == project_root() / "data/latency" and (project_root() / "pyproject.toml").exists()
+    assert load_for(profile("tiny")).entries  # the profile's relative table path is found from here too

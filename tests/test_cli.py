@@ -68,7 +68,7 @@ def test_bench_networks_report_structure(tmp_path, capsys):
     assert names == {"fasterseg_student", "fast_scnn", "lraspp_mobilenetv3_large", "bisenetv2", "ddrnet23_slim"}
     for r in res["networks"]:
         assert r["resolution"] == [128, 256] and r["params_M"] > 0
-        for rt in ("torch", "ort_fp32", "ort_int8"):
+        for rt in ("torch", "torch_channels_last", "ort_fp32", "ort_int8"):
             assert r[rt]["median_ms"] > 0 and r[rt]["ratio_to_reference"] > 0
         assert r["fps_ort_fp32"] == pytest.approx(1e3 / r["ort_fp32"]["median_ms"])
     miou = {r["network"]: r["miou_equal_budget"] for r in res["networks"]}
@@ -79,3 +79,14 @@ def test_bench_networks_report_structure(tmp_path, capsys):
     assert lb["seconds_whole_table"] == pytest.approx(lb["seconds_per_entry"] * lb["entries_in_table"])
     printed = capsys.readouterr().out
     assert "| fast_scnn | 128x256 |" in printed and "Search step" in printed and "Latency table build" in printed
+
+
+def test_bench_panel_times_control_moves(tmp_path, capsys):
+    """`fasterseg bench panel`: the tuning panel over the committed cpu sweep, one control change per move."""
+    out = tmp_path / "panel.json"
+    assert main(["bench", "panel", "--rounds", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    r = res["panel"]
+    assert r["rounds"] == 2 and r["median_ms"] > 0 and r["ratio_to_reference"] > 0
+    assert r["sweep"] == "data/runs/sweep-cpu" and res["profile"] == "cpu"
+    assert "one control move updates in" in capsys.readouterr().out

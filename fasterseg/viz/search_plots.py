@@ -151,22 +151,35 @@ def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str
 def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
     """Coarse vs decoupled, per search epoch of the student: share of skip (parameter-free) and
     zoomed operators on the derived paths, where the 1/32 branch first goes down, predicted latency,
-    validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}."""
-    if axes is None:
-        _, axes = plt.subplots(1, 5, figsize=(13, 3.0), layout="constrained")
+    validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}. A quantity that is the same
+    in every epoch of every run gets no panel; the title names it and its value."""
+    from matplotlib.ticker import MaxNLocator
+
     styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s")}
-    panels = [("skip_share", "skip share (removed layers)"), ("zoomed_share", "zoomed-operator share"),
+    panels = [("skip_share", "skip share of path positions"), ("zoomed_share", "zoomed-operator share"),
               ("first_down_32", "1/32 branch: first down (layer)"), ("latency_ms", "predicted latency (ms)"),
               ("miou", "val mIoU (%)")]
+    frames = {}
     for name, ep in runs.items():
         e = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].copy()
         e["miou"] = [100 * r[f"miou_{r['ends']}"] for _, r in e.iterrows()]
-        for ax, (col, title) in zip(axes, panels):
+        frames[name] = e
+    values = {col: pd.concat([f[col] for f in frames.values()]) for col, _ in panels}
+    constant = [(col, title) for col, title in panels if values[col].nunique() == 1]
+    shown = [p for p in panels if p not in constant]
+    if axes is None:
+        _, axes = plt.subplots(1, len(shown), figsize=(2.7 * len(shown), 3.0), layout="constrained")
+    for name, e in frames.items():
+        for ax, (col, title) in zip(axes, shown):
             ax.plot(e["epoch"] + 1, e[col], label=name, ms=4, **styles.get(name, {}))
             ax.set_title(title, fontsize=8)
             ax.set_xlabel("search epoch", fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
+    if constant:
+        axes[0].figure.supxlabel("the same in every epoch of both runs, not drawn: " + "; ".join(
+            f"{title.split(' (')[0]} = {values[col].iloc[0]:g}" for col, title in constant), fontsize=8)
     axes[0].legend(fontsize=8)
     return axes
 

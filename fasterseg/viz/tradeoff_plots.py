@@ -27,7 +27,7 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
     """mIoU (%) against measured latency (ms) with error bars (std over seeds), the Pareto front joined, and
     the majority-class baseline as a dashed line. Axis ranges follow the data."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 5))
+        _, ax = plt.subplots(figsize=(9, 6))
     for kind, g in points.groupby("kind", sort=False):
         marker, color = KIND_STYLE.get(kind, ("o", "0.4"))
         ax.errorbar(g["latency_ms"], g["miou"], yerr=g["miou_std"].fillna(0), fmt=marker, color=color, ms=8,

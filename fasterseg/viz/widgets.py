@@ -162,12 +162,13 @@ def sweep_figure(sweep: pd.DataFrame, s: dict, profile: str):
     axes[0].set_title(f"operators of the kept cells ({int(row['removed_layers'])} skip layers removed)",
                       fontsize=9)
     axes[0].set_ylabel("cells", fontsize=9)
-    s["widths"].plot.bar(ax=axes[1], color="tab:green")
+    s["widths"].plot.bar(ax=axes[1], color="tab:green", rot=0)
     axes[1].set_title("output widths (share of the scale's channels)", fontsize=9)
-    axes[1].set_ylabel("feature maps", fontsize=9)
+    axes[1].set_ylabel("cells", fontsize=9)
     for mode, g in sweep.groupby("penalty"):
         axes[2].plot(g["latency_ms"], 100 * g["miou"], "o", label=mode, ms=6)
-    axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "r*", ms=16, label="chosen")
+    axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "o", ms=15, mfc="none", mec="red", mew=2,
+                 label="chosen")  # a ring: the chosen run's own point stays visible inside it
     axes[2].margins(x=0.12, y=0.2)  # room for the labels inside the axes
     label_points(axes[2], sweep["latency_ms"].to_numpy(), 100 * sweep["miou"].to_numpy(),
                  [f"λ={lam:g}" for lam in sweep["lam"]])
