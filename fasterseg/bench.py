@@ -32,40 +32,29 @@ def _reference() -> Callable[[], None]:
 
 
 def interleaved(candidate: Callable[[], None], rounds: int = 10, warmup: int = 2) -> dict:
-    """Median/min/max ms of `candidate` and of the reference conv, timed alternately; their ratio."""
-    ref = _reference()
-    for _ in range(warmup):
-        candidate()
-        ref()
-    tc, tr = [], []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        candidate()
-        tc.append((time.perf_counter() - t) * 1e3)
-        t = time.perf_counter()
-        ref()
-        tr.append((time.perf_counter() - t) * 1e3)
-    mc, mr = statistics.median(tc), statistics.median(tr)
-    return {"median_ms": mc, "min_ms": min(tc), "max_ms": max(tc), "reference_median_ms": mr,
-            "reference_gmacs_per_s": REF_MACS / mr / 1e6, "ratio_to_reference": mc / mr, "rounds": rounds}
+    """Median/min/max ms of `candidate` and of the reference conv, timed alternately; their ratio
+    (`interleaved_many` with one candidate)."""
+    return interleaved_many({0: candidate}, rounds, warmup, progress=False)[0]
 
 
 def interleaved_many(calls: dict[object, Callable[[], object]], rounds: int = 10, warmup: int = 1,
                      progress: bool = True) -> dict[object, dict]:
-    """Time several candidates round-robin: every round calls each once and then the reference conv, so a
-    machine that speeds up or slows down during the run moves all of them alike. Per candidate: median/min/max
-    ms, inter-quartile spread (ms), the median of its per-round ratio to the reference, and the reference's
-    median rate (GMAC/s) over the rounds."""
+    """Time candidates round-robin: every round calls each once and then the reference conv, so a machine that
+    speeds up or slows down during the run moves all of them alike. Per candidate: median/min/max ms,
+    inter-quartile spread (ms), the reference's median (ms) and rate (GMAC/s) over the same rounds, and
+    ``ratio_to_reference`` = candidate median / reference median."""
     from tqdm.auto import tqdm
 
     import numpy as np
 
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: time at least one round")
     ref = _reference()
     for _ in range(warmup):
         for c in calls.values():
             c()
         ref()
-    times: dict[str, list[float]] = {k: [] for k in calls}
+    times: dict[object, list[float]] = {k: [] for k in calls}
     tr: list[float] = []
     for _ in tqdm(range(rounds), desc=f"timing {len(calls)} candidates round-robin", disable=not progress):
         for k, c in calls.items():
@@ -75,14 +64,14 @@ def interleaved_many(calls: dict[object, Callable[[], object]], rounds: int = 10
         t = time.perf_counter()
         ref()
         tr.append((time.perf_counter() - t) * 1e3)
-    rate = REF_MACS / statistics.median(tr) / 1e6
+    mr = statistics.median(tr)
     out = {}
     for k, tc in times.items():
+        mc = statistics.median(tc)
         q1, q3 = np.percentile(tc, [25, 75])
-        out[k] = {"median_ms": statistics.median(tc), "min_ms": min(tc), "max_ms": max(tc),
-                  "spread_ms": float(q3 - q1), "rounds": rounds,
-                  "ratio_to_reference": statistics.median(a / b for a, b in zip(tc, tr)),
-                  "reference_gmacs_per_s": rate}
+        out[k] = {"median_ms": mc, "min_ms": min(tc), "max_ms": max(tc), "spread_ms": float(q3 - q1),
+                  "reference_median_ms": mr, "reference_gmacs_per_s": REF_MACS / mr / 1e6,
+                  "ratio_to_reference": mc / mr, "rounds": rounds}
     return out
 
 
@@ -164,14 +153,14 @@ def write(result: dict, path: str | Path) -> Path:
 
     path = write_text(path, json.dumps(result, indent=2))
     if "networks" in result:
-        write_text(Path(path).with_suffix(".md"), networks_markdown(result))
+        write_text(path.with_suffix(".md"), networks_markdown(result))
     return path
 
 
 def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: int = 5, only: tuple = (),
               archs: tuple = (), with_search: bool = True, lut_keys: int = 0) -> dict:
-    """One benchmark by name: ``supernet``, ``search``, ``pipeline`` or ``networks`` (the others' arguments
-    are those of `bench_networks`)."""
+    """One benchmark by name: ``supernet``, ``search``, ``pipeline``, ``panel`` (the committed cpu sweep) or
+    ``networks`` (the other arguments are those of `bench_networks`)."""
     if kind == "pipeline":
         return bench_pipeline(profile_name, threads)
     if kind == "panel":

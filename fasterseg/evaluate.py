@@ -111,11 +111,29 @@ def measure_latency(model: torch.nn.Module, height: int, width: int, backends: t
             rows.append({"backend": name, "skipped": str(e)})
             continue
         t = backend.time(model.eval(), (1, 3, height, width))
-        d = backend.describe()
-        rows.append({"backend": name, "median_ms": t.median_ms, "spread_ms": t.spread_ms, "fps": 1000 / t.median_ms,
-                     "device": d.get("device"), "threads": d.get("threads"), "precision": "fp32",
-                     "resolution": [height, width], "batch": 1})
+        rows.append(latency_entry(backend, t.median_ms, t.spread_ms, height, width))
     return rows
+
+
+def latency_entry(backend, median_ms: float, spread_ms: float, height: int, width: int, **extra) -> dict:
+    """One ``latency`` entry of ``metrics.json``: the time (ms) with what every figure must name."""
+    d = backend.describe()
+    return {"backend": backend.name, "median_ms": median_ms, "spread_ms": spread_ms, "fps": 1000 / median_ms,
+            "device": d.get("device"), "threads": d.get("threads"), "precision": "fp32",
+            "resolution": [height, width], "batch": 1, **extra}
+
+
+def write_latency(run: str | Path, entries: list[dict]) -> None:
+    """Replace the ``latency`` entries of a run's ``eval/metrics.json`` (scores untouched)."""
+    from .runs import RunError, atomic_write
+
+    f = Path(run) / "eval" / "metrics.json"
+    if not f.exists():
+        raise RunError(f"{run} has not been evaluated (no eval/metrics.json); evaluate it first: fasterseg evaluate "
+                       f"{run}")
+    metrics = json.loads(f.read_text())
+    metrics["latency"] = entries
+    atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
 
 
 def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[str], extra: dict) -> Path:
@@ -133,7 +151,8 @@ def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[st
 
 def load_trained(run: str | Path, which: str = "best", aux: bool = False) -> tuple[torch.nn.Module, dict]:
     """The network of a finished training run with its `which` (best | last) weights, and its model spec
-    (``aux=False``: the inference network, auxiliary heads left out)."""
+    (``aux=False``: the inference network, auxiliary heads left out). ``which="init"``: the run's architecture
+    freshly initialised, no weights loaded (for timing in a checkout that holds no weights)."""
     from .runs import RunError
     from .train import build_model, model_weights_path
 
@@ -142,6 +161,8 @@ def load_trained(run: str | Path, which: str = "best", aux: bool = False) -> tup
     if not f.exists():
         raise RunError(f"{run} holds no trained model (no model.json); train one with fasterseg train")
     spec = json.loads(f.read_text())
+    if which == "init":
+        return build_model(spec, spec["num_classes"], aux=aux).eval(), spec
     weights = model_weights_path(run, which)
     if not weights.exists():
         raise RunError(f"{run} has no {weights.name}: the training is unfinished; finish it with "
@@ -250,67 +271,54 @@ def inference_network(run: str | Path, which: str = "best") -> torch.nn.Module:
     kernels take the same time whatever the weight values)."""
     from .export import inference_copy
 
-    if which == "init":
-        from .train import build_model
-
-        spec = json.loads((Path(run) / "model.json").read_text())
-        model = build_model(spec, spec["num_classes"], aux=False).eval()
-    else:
-        model, _ = load_trained(run, which)
-    return inference_copy(model)
+    return inference_copy(load_trained(run, which)[0])
 
 
 def remeasure_latency(cfg, run: str | Path, which: str = "best") -> list[dict]:
     """Time a trained run's inference network again (as `evaluate_run` does) and replace the ``latency``
     entries of its ``eval/metrics.json``: for a clean figure taken when nothing else runs on the machine.
     `which`: as `inference_network`."""
-    from .runs import atomic_write
-
     e = cfg.eval
-    f = Path(run) / "eval" / "metrics.json"
-    metrics = json.loads(f.read_text())
-    metrics["latency"] = measure_latency(inference_network(run, which), e.latency_height, e.latency_width,
-                                         tuple(e.latency_backends), 1, "cpu")
-    for x in metrics["latency"]:
-        x["weights"] = which
-    atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
-    return metrics["latency"]
+    entries = measure_latency(inference_network(run, which), e.latency_height, e.latency_width,
+                              tuple(e.latency_backends), 1, "cpu")
+    entries = [{**x, "weights": which} for x in entries]
+    write_latency(run, entries)
+    return entries
 
 
 def retime_runs(cfg, runs: list[Path], which: str = "init", rounds: int = 10, progress: bool = True) -> dict:
     """Time many trained runs in one pass, round-robin (`bench.interleaved_many`: each round calls every run's
     network once per backend, then the reference conv), at the config's evaluation size on one thread, and write
     each run's ``latency`` entries into its ``eval/metrics.json``. Comparable across runs on a machine whose
-    speed drifts. Returns {"runs": {run: [entries]}, "reference_gmacs_per_s": ...}."""
+    speed drifts. A backend that cannot run here is recorded as skipped. Returns {"runs": {run: [entries]},
+    "rounds", "weights", "reference_gmacs_per_s"}."""
     from .bench import interleaved_many
     from .latency.backends import get_backend
-    from .runs import atomic_write
+    from .runs import RunError
 
+    if not runs:
+        raise RunError("no trained runs to time (folders with model.json and eval/metrics.json)")
     e = cfg.eval
-    shape = (1, 3, e.latency_height, e.latency_width)
-    backends = [get_backend(name, threads=1) for name in e.latency_backends]
-    calls, described = {}, {b.name: b.describe() for b in backends}
+    h, w = e.latency_height, e.latency_width
+    backends, skipped = [], []
+    for name in e.latency_backends:
+        try:
+            backends.append(get_backend(name, threads=1))
+        except (ImportError, RuntimeError, ValueError) as err:
+            skipped.append({"backend": name, "skipped": str(err)})
+    calls = {}
     for run in runs:
         net = inference_network(run, which)
-        for b in backends:
-            calls[(str(run), b.name)] = b.prepare(net, shape)
-    torch.set_num_threads(1)
+        calls.update({(str(run), b.name): b.prepare(net, (1, 3, h, w)) for b in backends})
     timed = interleaved_many(calls, rounds, progress=progress)
-    out: dict = {"runs": {}, "rounds": rounds, "weights": which}
+    method = f"round-robin with {len(runs)} runs, {rounds} rounds"
+    out: dict = {"runs": {}, "rounds": rounds, "weights": which,
+                 "reference_gmacs_per_s": next(iter(timed.values()))["reference_gmacs_per_s"] if timed else None}
     for run in runs:
-        entries = []
-        for b in backends:
-            t, d = timed[(str(run), b.name)], described[b.name]
-            entries.append({"backend": b.name, "median_ms": t["median_ms"], "spread_ms": t["spread_ms"],
-                            "fps": 1000 / t["median_ms"], "device": d.get("device"), "threads": 1,
-                            "precision": "fp32", "resolution": [e.latency_height, e.latency_width], "batch": 1,
-                            "weights": which, "ratio_to_reference": t["ratio_to_reference"],
-                            "reference_gmacs_per_s": t["reference_gmacs_per_s"],
-                            "method": f"round-robin with {len(runs)} runs, {rounds} rounds"})
-            out["reference_gmacs_per_s"] = t["reference_gmacs_per_s"]
-        f = Path(run) / "eval" / "metrics.json"
-        metrics = json.loads(f.read_text())
-        metrics["latency"] = entries
-        atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
+        entries = [latency_entry(b, t["median_ms"], t["spread_ms"], h, w, weights=which,
+                                 ratio_to_reference=t["ratio_to_reference"],
+                                 reference_gmacs_per_s=t["reference_gmacs_per_s"], method=method)
+                   for b in backends for t in [timed[(str(run), b.name)]]] + skipped
+        write_latency(run, entries)
         out["runs"][display_path(run)] = entries
     return out

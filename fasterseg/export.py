@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +191,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from .latency.backends import quiet_logger
+
     class Images(CalibrationDataReader):
         def __init__(self):
             self.i = 0
@@ -205,14 +206,11 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
     out_path = Path(out_path)
     pre = out_path.with_name(out_path.stem + "_pre.onnx")
     quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-    root = logging.getLogger()  # the quantiser warns on the root logger, once per use, for every 1-D weight
-    level = root.level          # it cannot quantise per channel (an unfolded BN's scale, as in DDRNet's DAPPM)
-    root.setLevel(logging.ERROR)
-    try:
+    # the quantiser warns on the root logger for every 1-D weight it cannot quantise per channel (an unfolded
+    # BN's scale, as in DDRNet's DAPPM)
+    with quiet_logger():
         quantize_static(str(pre), str(out_path), Images(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
     pre.unlink(missing_ok=True)
     return out_path
 

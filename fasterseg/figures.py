@@ -4,13 +4,12 @@ Each capability adds a producer to `PRODUCERS`; notebooks call the same `plot_*`
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import matplotlib.pyplot as plt
 
-from .config import profile
+from .config import RunConfig, profile
 from .viz.style import save_figure
 
 
@@ -151,8 +150,8 @@ def search_figures(out: Path) -> list[Path]:
     paths.append(_save(axes[0, 0].figure, out / "search_beta_gamma_evolution.png"))
     plt.close(axes[0, 0].figure)
     pipe = resolve("data/runs/pipeline-cpu/search")  # adaptive λ with an FPS band (the collapse study fixes λ)
-    ph, sc = load_history(pipe), json.loads((pipe / "config.json").read_text())["search"]
-    ax, _ = plot_latency_lambda(ph["steps"], ph["epochs"], band_fps=(sc["fps_min"][-1], sc["fps_max"][-1]),
+    ph, sc = load_history(pipe), RunConfig.load(pipe / "config.json").search
+    ax, _ = plot_latency_lambda(ph["steps"], ph["epochs"], band_fps=(sc.fps_min[-1], sc.fps_max[-1]),
                                 changes=ph.get("lambda"))
     ax.set_title("student: expected and derived latency, adaptive λ (cpu pipeline search, decoupled)", fontsize=9)
     paths.append(_save(ax.figure, out / "search_latency_lambda.png"))

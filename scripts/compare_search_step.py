@@ -81,12 +81,13 @@ def steps_in_this_process(checkout: Path, n: int, data_root: Path) -> list[float
     return times
 
 
-
 def _commit(checkout: Path) -> str:
     """The checkout's commit (short hash, "+changes" when its tree differs from it)."""
     def git(*a):
         return subprocess.run(["git", "-C", str(checkout), *a], capture_output=True, text=True).stdout.strip()
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" +changes" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" +changes" if changed else "")
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -132,6 +132,20 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
 
 
 @contextlib.contextmanager
+def quiet_logger(name: str = ""):
+    """Only errors from the logger `name` (the root logger by default) for the duration; its level restored."""
+    import logging
+
+    logger = logging.getLogger(name or None)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _quiet_stdout_fd():
     """Silence file descriptor 1 (what C++ code prints there too) for the duration."""
     sys.stdout.flush()
@@ -141,6 +155,12 @@ def _quiet_stdout_fd():
             os.dup2(null.fileno(), 1)
             yield
     finally:
+        try:  # what C++ wrote into the C library's buffer goes to /dev/null too, not to the restored stdout
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):
+            pass
         os.dup2(saved, 1)
         os.close(saved)
 
@@ -151,7 +171,6 @@ def onnx_export(module: nn.Module, args: tuple, f, input_names: list[str], outpu
     TorchScript cannot express an operator (e.g. adaptive pooling to sizes that do not divide the input,
     as Fast-SCNN's pyramid pooling at most resolutions). Warnings and the dynamo exporter's progress
     lines are silenced."""
-    import logging
     import warnings
 
     with warnings.catch_warnings():
@@ -164,13 +183,10 @@ def onnx_export(module: nn.Module, args: tuple, f, input_names: list[str], outpu
             if isinstance(f, io.BytesIO):
                 f.seek(0)
                 f.truncate()
-            quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)
-            with contextlib.redirect_stdout(io.StringIO()):
+            with quiet_logger("torch.onnx._internal.exporter._registration"), \
+                    contextlib.redirect_stdout(io.StringIO()):  # "torchvision is not installed", progress lines
                 torch.onnx.export(module, args, f, dynamo=True, input_names=input_names, output_names=output_names,
                                   opset_version=max(opset, 18), external_data=False)
-            quiet.setLevel(level)
 
 
 class OnnxRuntimeBackend(Backend):

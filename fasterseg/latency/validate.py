@@ -44,7 +44,7 @@ def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -
     ``spearman_ci``, ``mape``, ``mape_ci`` (None under `MIN_NETWORKS_FOR_CI` networks),
     ``median_predicted_over_measured``."""
     import numpy as np
-    from scipy.stats import bootstrap, spearmanr
+    from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, spearmanr
 
     pred, meas = np.asarray(predicted_ms, float), np.asarray(measured_ms, float)
 
@@ -62,7 +62,8 @@ def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -
         return {**out, "spearman_ci": None, "mape_ci": None}
     for name, stat in (("spearman", rho), ("mape", mape)):
         with warnings.catch_warnings():  # the odd resample that repeats one network has no rank correlation
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            warnings.simplefilter("ignore", DegenerateDataWarning)
             ci = bootstrap((pred, meas), stat, paired=True, vectorized=True, n_resamples=resamples,
                            method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
         out[f"{name}_ci"] = [float(ci.low), float(ci.high)]

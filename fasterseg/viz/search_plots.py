@@ -152,7 +152,8 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
     """Coarse vs decoupled, per search epoch of the student: share of skip (parameter-free) and
     zoomed operators on the derived paths, where the 1/32 branch first goes down, predicted latency,
     validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}. A quantity that is the same
-    in every epoch of every run gets no panel; the title names it and its value."""
+    in every epoch of every run gets no panel; a line under the panels names it and its value. `axes`: one per
+    quantity that changes. Returns the axes."""
     from matplotlib.ticker import MaxNLocator
 
     styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s")}
@@ -165,10 +166,11 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
         e["miou"] = [100 * r[f"miou_{r['ends']}"] for _, r in e.iterrows()]
         frames[name] = e
     values = {col: pd.concat([f[col] for f in frames.values()]) for col, _ in panels}
-    constant = [(col, title) for col, title in panels if values[col].nunique() == 1]
-    shown = [p for p in panels if p not in constant]
-    if axes is None:
-        _, axes = plt.subplots(1, len(shown), figsize=(2.7 * len(shown), 3.0), layout="constrained")
+    constant = [(col, title) for col, title in panels if values[col].nunique(dropna=False) == 1]
+    shown = [p for p in panels if p not in constant] or panels[:1]
+    if axes is None:  # a caller's own axes: one per quantity that changes
+        _, axes = plt.subplots(1, len(shown), figsize=(2.7 * len(shown), 3.0), layout="constrained", squeeze=False)
+        axes = axes.ravel()
     for name, e in frames.items():
         for ax, (col, title) in zip(axes, shown):
             ax.plot(e["epoch"] + 1, e[col], label=name, ms=4, **styles.get(name, {}))
