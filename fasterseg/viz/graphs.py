@@ -93,11 +93,13 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
             fontsize="9",
             fontcolor=BRANCH_COLORS[b.ends_at],
         )
+    used = {o for b in br for o in b.ops}  # the key names only the operators this network has
     ops = "".join(f'<TD BGCOLOR="{c}" WIDTH="14"> </TD><TD ALIGN="LEFT">{SHORT[o]}  </TD>'
-                  for o, c in OP_COLORS.items() if o != "skip")
+                  for o, c in OP_COLORS.items() if o != "skip" and o in used)
     outlines = "".join(f'<TD COLSPAN="2" ALIGN="LEFT"><FONT COLOR="{BRANCH_COLORS[b.ends_at]}">▬ 1/{b.ends_at} branch'
                        "</FONT>  </TD>" for b in br)
-    shared_txt = f'<TD COLSPAN="4" ALIGN="LEFT"><FONT COLOR="#555555">▬ {n_shared} shared cells</FONT></TD>' \
+    cells = f"{n_shared} shared cell" + ("s" if n_shared > 1 else "")
+    shared_txt = f'<TD COLSPAN="4" ALIGN="LEFT"><FONT COLOR="#555555">▬ {cells}</FONT></TD>' \
         if n_shared else ""
     legend = (f'<<TABLE BORDER="0" CELLSPACING="2"><TR><TD ALIGN="LEFT">fill (operator):  </TD>{ops}</TR>'
               f'<TR><TD ALIGN="LEFT">outline (branch):  </TD>{outlines}{shared_txt}</TR>'
