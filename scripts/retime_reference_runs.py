@@ -16,7 +16,7 @@ import argparse
 import json
 
 from fasterseg.bench import environment
-from fasterseg.config import apply_overrides, profile
+from fasterseg.config import profile
 from fasterseg.evaluate import retime_runs
 from fasterseg.paths import display_path, resolve, write_text
 from fasterseg.studies import refresh_latency
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--root", default="data/runs")
     ap.add_argument("--out", default="data/bench/retime_reference_runs.json")
     args = ap.parse_args()
-    cfg = apply_overrides(profile("cpu"), ["runtime.threads=1"])
+    cfg = profile("cpu")  # evaluation size 512x1024; retime_runs times on one thread
     root = resolve(args.root)
     runs = sorted(f.parent.parent for f in root.glob("**/eval/metrics.json")
                   if (f.parent.parent / "model.json").exists())

@@ -155,7 +155,7 @@ class TuningPanel:
 
 def sweep_figure(sweep: pd.DataFrame, s: dict, profile: str):
     """Histograms of the nearest run's operators and widths (state `s` of a `TuningPanel`), and the sweep's
-    latency–mIoU points with the chosen run starred (matplotlib)."""
+    latency–mIoU points with the chosen run ringed (matplotlib)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     row = sweep[sweep["run"] == s["run"]].iloc[0]
     s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
