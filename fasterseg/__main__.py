@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from fasterseg.cli import main
 
 sys.exit(main())

@@ -7,97 +7,47 @@ the steadiest on a shared machine) and recorded with the load average. Results g
 from __future__ import annotations
 
 import copy
+import itertools
 import json
-import os
-import platform
-import resource
-import statistics
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
 import torch
 
-REF_MACS = 64 * 64 * 9 * 128 * 256
-
-
-def _reference() -> Callable[[], None]:
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
-    x = torch.randn(1, 64, 128, 256)
-
-    def run():
-        with torch.no_grad():
-            conv(x)
-    return run
-
-
-def interleaved(candidate: Callable[[], None], rounds: int = 10, warmup: int = 2) -> dict:
-    """Median/min/max ms of `candidate` and of the reference conv, timed alternately; their ratio
-    (`interleaved_many` with one candidate)."""
-    return interleaved_many({0: candidate}, rounds, warmup, progress=False)[0]
-
-
-def interleaved_many(calls: dict[object, Callable[[], object]], rounds: int = 10, warmup: int = 1,
-                     progress: bool = True) -> dict[object, dict]:
-    """Time candidates round-robin: every round calls each once and then the reference conv, so a machine that
-    speeds up or slows down during the run moves all of them alike. Per candidate: median/min/max ms,
-    inter-quartile spread (ms), the reference's median (ms) and rate (GMAC/s) over the same rounds, and
-    ``ratio_to_reference`` = candidate median / reference median."""
-    from tqdm.auto import tqdm
-
-    import numpy as np
-
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds}: time at least one round")
-    ref = _reference()
-    for _ in range(warmup):
-        for c in calls.values():
-            c()
-        ref()
-    times: dict[object, list[float]] = {k: [] for k in calls}
-    tr: list[float] = []
-    for _ in tqdm(range(rounds), desc=f"timing {len(calls)} candidates round-robin", disable=not progress):
-        for k, c in calls.items():
-            t = time.perf_counter()
-            c()
-            times[k].append((time.perf_counter() - t) * 1e3)
-        t = time.perf_counter()
-        ref()
-        tr.append((time.perf_counter() - t) * 1e3)
-    mr = statistics.median(tr)
-    out = {}
-    for k, tc in times.items():
-        mc = statistics.median(tc)
-        q1, q3 = np.percentile(tc, [25, 75])
-        out[k] = {"median_ms": mc, "min_ms": min(tc), "max_ms": max(tc), "spread_ms": float(q3 - q1),
-                  "reference_median_ms": mr, "reference_gmacs_per_s": REF_MACS / mr / 1e6,
-                  "ratio_to_reference": mc / mr, "rounds": rounds}
-    return out
-
-
-def environment(threads: int) -> dict:
-    """What every speed figure must name."""
-    return {"runtime": f"PyTorch {torch.__version__} eager", "device": platform.processor() or platform.machine(),
-            "threads": threads, "precision": "fp32", "load_average_1min": os.getloadavg()[0],
-            "MALLOC_MMAP_MAX_": os.environ.get("MALLOC_MMAP_MAX_"), "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from fasterseg.config import apply_overrides, profile
+from fasterseg.data.batching import batch_at
+from fasterseg.data.cityscapes import build_dataset
+from fasterseg.data.prepare import prepare_data
+from fasterseg.data.transforms import TrainTransform, normalize, resize_pair
+from fasterseg.deploy.export import export_network, quantize_int8
+from fasterseg.latency import load_for
+from fasterseg.latency.backends import OnnxRuntimeBackend, get_backend
+from fasterseg.latency.build import build_table
+from fasterseg.latency.keys import space_keys
+from fasterseg.nets import published
+from fasterseg.nets.counting import totals
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.onnx import ort_call
+from fasterseg.nets.peers import PEERS
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import Supernet
+from fasterseg.panels import TuningPanel
+from fasterseg.paths import resolve, write_text
+from fasterseg.pipeline import run_pipeline
+from fasterseg.search.losses import downsample_labels, supernet_weight_loss
+from fasterseg.search.run import search_data
+from fasterseg.search.searcher import Searcher
+from fasterseg.search.tuning import sweep_config
+from fasterseg.timing import REF_MACS, environment, interleaved, no_grad_call, peak_rss_mb, reference_conv
+from fasterseg.tradeoffs import reference_points
 
 
 def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) -> dict:
     """Supernet training step (forward + backward of the search-phase weight loss: both architecture
     sets plus max/min passes) at the profile's search crop and batch, and the published student's
     inference at 1x3x512x1024 in eager PyTorch and in ONNX Runtime (whose graph optimisation folds BN)."""
-    from . import published
-    from .config import profile
-    from .counting import totals
-    from .losses import downsample_labels, supernet_weight_loss
-    from .network import DerivedNet
-    from .space import SearchSpace
-    from .supernet import Supernet
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = profile(profile_name)
@@ -135,12 +85,8 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
               "input": [1, 3, 512, 1024], "interpolation": "bilinear", "batch": 1,
               "includes": "network forward only (no pre/post-processing)"})
     res["student_inference"] = r
-    from .latency.backends import OnnxRuntimeBackend, export_onnx
-
     ort = OnnxRuntimeBackend(threads=threads)
-    sess = ort.session(export_onnx(student, tuple(xi.shape)))
-    xn = xi.numpy()
-    o = interleaved(lambda: sess.run(None, {"x": xn}), rounds)
+    o = interleaved(ort.prepare(student, tuple(xi.shape)), rounds)
     o.update({"fps": 1e3 / o["median_ms"], "achieved_gmacs_per_s": gmacs / o["median_ms"] * 1e3,
               "runtime": ort.describe()["versions"], "graph_optimization": "ORT_ENABLE_ALL (folds BN into convs)"})
     res["student_inference_onnxruntime"] = o
@@ -149,8 +95,6 @@ def bench_supernet(profile_name: str = "tiny", threads: int = 1, rounds: int = 5
 
 def write(result: dict, path: str | Path) -> Path:
     """The report as JSON at `path`, and, for `bench networks`, its markdown table beside it (``.md``)."""
-    from .paths import write_text
-
     path = write_text(path, json.dumps(result, indent=2))
     if "networks" in result:
         write_text(path.with_suffix(".md"), networks_markdown(result))
@@ -175,13 +119,6 @@ def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) 
     """Seconds per search step (`Searcher.step`: architecture step + weight step, both sets, at the
     profile's crops and batch, batch loading included) and images per second, interleaved with the
     reference convolution."""
-    from .config import apply_overrides, profile
-    from .data.batching import batch_at
-    from .data.prepare import prepare_data
-    from .data.transforms import TrainTransform
-    from .latency import load_for
-    from .search import Searcher, search_data
-
     torch.set_num_threads(threads)
     cfg = apply_overrides(profile(profile_name), [f"runtime.threads={threads}", "runtime.device=cpu"])
     sc = cfg.search
@@ -249,13 +186,6 @@ def bench_panel(sweep: str | Path = "data/runs/sweep-cpu", threads: int = 1, rou
     run, decoupled terms and their gradients, the graphviz drawing and the static figure — timed interleaved
     with the reference conv, cycling λ over the sweep's values and the penalty mode (the kernel side only: a
     browser adds its rendering)."""
-    import itertools
-
-    from .latency import load_for
-    from .paths import resolve
-    from .tuning import sweep_config
-    from .viz.widgets import TuningPanel
-
     torch.set_num_threads(threads)
     cfg = sweep_config(resolve(sweep))
     cfg.latency.calibration = "off"
@@ -277,11 +207,6 @@ def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
     """The whole `fasterseg pipeline` end to end in a fresh folder (data generated into it too): seconds per
     stage and in total, with the reference convolution's rate measured before and after (the machine's
     speed varies from day to day; compare runs by the ratio)."""
-    import tempfile
-
-    from .config import apply_overrides, profile
-    from .pipeline import run_pipeline
-
     before = interleaved(lambda: None, rounds=10)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = apply_overrides(profile(profile_name), [f"data.root={tmp}/data"]
@@ -304,12 +229,6 @@ def bench_pipeline(profile_name: str = "tiny", threads: int = 0) -> dict:
 
 def _calibration_images(cfg, height: int, width: int, n: int = 8):
     """`n` training images of the profile's data, resized to height x width, normalised (N, 3, H, W)."""
-    import numpy as np
-
-    from .data.cityscapes import build_dataset
-    from .data.prepare import prepare_data
-    from .data.transforms import normalize, resize_pair
-
     prepare_data(cfg.data, progress=False)
     ds = build_dataset(cfg.data, "train")
     out = []
@@ -333,17 +252,6 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     fp32 and the network's mIoU under the kit's equal training budget where the reference runs hold it
     (`equal_budget_miou`). `with_search` adds the profile's search-step throughput (`bench_search`) and latency
     table build time (`bench_lut_build`, `lut_keys` > 0 times only that many entries and extrapolates)."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from . import published
-    from .config import profile
-    from .counting import totals
-    from .export import export_onnx, quantize_int8
-    from .network import DerivedNet
-    from .peers import PEERS
-
     torch.set_num_threads(threads)
     cfg = profile(profile_name)
     res_list = resolutions or (((128, 256),) if profile_name == "tiny" else ((512, 1024), (1024, 2048)))
@@ -352,9 +260,6 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     for a in archs:  # derived networks of the user's: name = the file's stem
         builders[Path(a).stem] = lambda a=a: DerivedNet(published.resolve(a), aux=False)
     names = networks or tuple(builders)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for h, w in res_list:
@@ -363,14 +268,14 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                 net = builders[name]().eval()
                 params, gmacs = totals(net, (1, 3, h, w))
                 x = torch.randn(1, 3, h, w)
-                fp32 = export_onnx(net, Path(tmp) / f"{name}_{h}.onnx", h, w)
+                fp32 = export_network(net, Path(tmp) / f"{name}_{h}.onnx", h, w)
                 int8 = quantize_int8(fp32, Path(tmp) / f"{name}_{h}_int8.onnx", calib)
                 row = {"network": name, "resolution": [h, w], "params_M": params, "GMACs": gmacs}
                 net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)  # NHWC kernels in eager
                 x_cl = x.contiguous(memory_format=torch.channels_last)
-                for runtime, call in (("torch", lambda: _no_grad(net, x)),
-                                      ("torch_channels_last", lambda: _no_grad(net_cl, x_cl)),
-                                      ("ort_fp32", ort_call(fp32, opts, x)), ("ort_int8", ort_call(int8, opts, x))):
+                calls = {"torch": no_grad_call(net, x), "torch_channels_last": no_grad_call(net_cl, x_cl),
+                         "ort_fp32": ort_call(fp32, x, threads), "ort_int8": ort_call(int8, x, threads)}
+                for runtime, call in calls.items():
                     r = interleaved(call, rounds, warmup=2)
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
                     row[runtime] = r
@@ -387,8 +292,6 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
 def equal_budget_miou(root: str | Path = "data/runs") -> dict[str, float]:
     """mIoU (%) of each network trained under the kit's cpu budget in the committed reference runs (mean over
     seeds; `tradeoffs.reference_points`), keyed by the bench's network names; empty when none are committed."""
-    from .tradeoffs import reference_points
-
     pts = reference_points(root)
     names = {"published fasterseg_student": "fasterseg_student"}
     return {names.get(n, n): float(m) for n, m in zip(pts["name"], pts["miou"])} if len(pts) else {}
@@ -398,20 +301,12 @@ def bench_lut_build(profile_name: str = "tiny", threads: int = 1, keys: int = 0)
     """Seconds to build the profile's latency table with its own backend into a temporary file (all its keys, or
     the first `keys` of them, extrapolated to all), with the reference convolution's rate measured before and
     after; per entry and for the whole table."""
-    import tempfile
-
-    from .config import profile
-    from .latency.backends import get_backend
-    from .latency.build import build_table
-    from .latency.keys import space_keys
-    from .space import SearchSpace
-
     cfg = profile(profile_name)
     lc = cfg.latency
     space = SearchSpace.from_config(cfg.space)
     all_keys = sorted(set(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width)))
     chosen = all_keys[:keys] if keys else all_keys
-    ref = _reference()
+    ref = reference_conv()
     before = interleaved(ref, 5, warmup=1)["reference_median_ms"]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -427,19 +322,6 @@ def bench_lut_build(profile_name: str = "tiny", threads: int = 1, keys: int = 0)
             "seconds_whole_table": per_entry * len(all_keys), "extrapolated": len(chosen) < len(all_keys),
             "reference_median_ms": ref_ms, "reference_gmacs_per_s": REF_MACS / ref_ms / 1e6,
             "whole_table_in_reference_convs": per_entry * len(all_keys) * 1e3 / ref_ms}
-
-
-def _no_grad(net, x):
-    with torch.no_grad():
-        net(x)
-
-
-def ort_call(path, opts, x):
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    xn = x.numpy()
-    return lambda: sess.run(None, {"image": xn})
 
 
 def _quotient(row: dict, a: str, b: str) -> str:

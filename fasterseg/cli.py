@@ -9,21 +9,45 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROFILE_NAMES, RunConfig, apply_overrides, profile
-from .paths import resolve
-from .runs import RunError
+from fasterseg import bench, pipeline
+from fasterseg.config import PROFILE_NAMES, RunConfig, apply_overrides, profile
+from fasterseg.data.check import check_tree
+from fasterseg.data.prepare import prepare_data
+from fasterseg.deploy.export import export_run, summary_line
+from fasterseg.deploy.forms import write_forms
+from fasterseg.deploy.predict import predict_folder
+from fasterseg.evaluate import run as evaluation
+from fasterseg.figures import regenerate
+from fasterseg.importers.original import convert_latency_table, import_published
+from fasterseg.latency import LatencyTable
+from fasterseg.latency import table as latency_table
+from fasterseg.latency import validate as latency_validate
+from fasterseg.latency.backends import get_backend
+from fasterseg.latency.build import build_for
+from fasterseg.latency.calibrate import calibrate_table
+from fasterseg.nets import published
+from fasterseg.nets.counting import arch_report
+from fasterseg.nets.footprint import check_run
+from fasterseg.paths import resolve
+from fasterseg.runs import RunError
+from fasterseg.search.run import run_search
+from fasterseg.search.searcher import SEARCH_SECTIONS
+from fasterseg.studies import collapse_lines, run_collapse, run_study
+from fasterseg.train.trainer import TRAIN_SECTIONS, run_train, stored_model
+from fasterseg.viz.latency_plots import plot_predicted_vs_measured
+from fasterseg.viz.style import save_figure
 
 
 def _config(args, sections: tuple[str, ...] | None = None) -> RunConfig:
     """The profile with the overrides, validated (whole, or `sections`) before any work."""
     cfg = apply_overrides(profile(args.profile), list(getattr(args, "overrides", []) or []))
-    return cfg.validate(sections) if sections else cfg.validate()
+    return check_run(cfg, sections)
 
 
 def _resume_config(args, out, sections: tuple[str, ...]) -> RunConfig:
     """For --resume without a profile or overrides: the config stored in the run folder."""
     if args.resume and args.profile is None and not args.overrides and (out / "config.json").exists():
-        return RunConfig.load(out / "config.json").validate(sections)
+        return check_run(RunConfig.load(out / "config.json"), sections)
     return _config(args, sections)
 
 
@@ -40,9 +64,6 @@ def cmd_config(args) -> int:
 
 
 def cmd_data_generate(args) -> int:
-    from .data.check import check_tree
-    from .data.prepare import prepare_data
-
     cfg = _config(args, ("data",)).data
     cfg.dataset = "synthetic"
     if args.root:
@@ -52,66 +73,49 @@ def cmd_data_generate(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data.check import check_tree
-
     print(check_tree(args.root, args.dataset, tuple(args.splits), progress=True).report())
     return 0
 
 
 def cmd_figures(args) -> int:
-    from .figures import regenerate
-
     for p in regenerate(args.out):
         print(p)
     return 0
 
 
 def cmd_pipeline(args) -> int:
-    from .pipeline import run_pipeline, summary_lines
-
     cfg = _config(args)
-    res = run_pipeline(cfg, resolve(args.out or f"runs/pipeline-{cfg.profile}"))
-    print("\n".join(summary_lines(cfg, res)))
+    res = pipeline.run_pipeline(cfg, resolve(args.out or f"runs/pipeline-{cfg.profile}"))
+    print("\n".join(pipeline.summary_lines(cfg, res)))
     return 0
 
 
 def cmd_arch_show(args) -> int:
-    from . import published
-    from .counting import arch_report
-
     print("\n".join(arch_report(published.resolve(args.file), *args.size, aux=not args.no_aux)))
     return 0
 
 def cmd_arch_import(args) -> int:
-    from .importers.original import import_published
-
     for p in import_published(resolve(args.reference), resolve(args.out)):
         print(p)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, summary_lines, write
-
     name = args.profile or "tiny"
-    res = run_bench(args.bench_cmd, name, args.threads, args.rounds, tuple(getattr(args, "only", None) or ()),
+    res = bench.run_bench(args.bench_cmd, name, args.threads, args.rounds, tuple(getattr(args, "only", None) or ()),
                     tuple(getattr(args, "arch", None) or ()), not getattr(args, "no_search", False),
                     getattr(args, "lut_keys", 0))
-    print("\n".join(summary_lines(res)))
-    print(write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
+    print("\n".join(bench.summary_lines(res)))
+    print(bench.write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
     return 0
 
 
 def _backend(cfg, args):
-    from .latency.backends import get_backend
-
     name = args.backend or cfg.latency.backend
     return get_backend(name, threads=args.threads or cfg.latency.threads, device=cfg.latency.device)
 
 
 def cmd_latency_build(args) -> int:
-    from .latency.build import build_for
-
     cfg = _config(args)
     out = resolve(args.out or cfg.latency.table)
     table = build_for(cfg, _backend(cfg, args), out, resume=not args.no_resume)
@@ -119,31 +123,24 @@ def cmd_latency_build(args) -> int:
     return 0
 
 def cmd_latency_show(args) -> int:
-    from . import published
-    from .latency import LatencyTable
-    from .latency.table import summary_lines
-
     cfg = _config(args)
     table = LatencyTable.load(resolve(args.table or cfg.latency.table))
-    print("\n".join(summary_lines(table, [published.resolve(a) for a in args.arch or []])))
+    print("\n".join(latency_table.summary_lines(table, [published.resolve(a) for a in args.arch or []])))
     return 0
 
 def cmd_latency_validate(args) -> int:
-    from .latency.backends import get_backend
-    from .latency.validate import summary_lines, validate_config
-
     cfg = _config(args)
     threads = args.threads or cfg.latency.threads
     compare = [get_backend(name, threads=threads, device=cfg.latency.device) for name in (args.compare or [])]
     out = resolve(args.out or f"runs/latency-validate-{cfg.profile}")
-    summary = validate_config(cfg, _backend(cfg, args), out, args.networks or cfg.latency.validate_networks,
-                              args.seed, compare, figure=not args.no_figure)
-    print("\n".join(summary_lines(summary, threads)) + f"\nwritten to {out}")
+    df, summary = latency_validate.validate_config(cfg, _backend(cfg, args), out,
+                                                   args.networks or cfg.latency.validate_networks, args.seed, compare)
+    if not args.no_figure:
+        save_figure(plot_predicted_vs_measured(df, summary).figure, out / "predicted_vs_measured.png")
+    print("\n".join(latency_validate.summary_lines(summary, threads)) + f"\nwritten to {out}")
     return 0
 
 def cmd_latency_calibrate(args) -> int:
-    from .latency.calibrate import calibrate_table
-
     cfg = _config(args)
     print("\n".join(calibrate_table(resolve(args.table or cfg.latency.table), resolve(args.write) if args.write
                                      else None)))
@@ -151,16 +148,12 @@ def cmd_latency_calibrate(args) -> int:
 
 
 def cmd_latency_import(args) -> int:
-    from .importers.original import convert_latency_table
-
     table = convert_latency_table(resolve(args.reference) / "latency_lookup_table.npy")
     print(table.save(resolve(args.out)), table.describe())
     return 0
 
 
 def cmd_search(args) -> int:
-    from .search import SEARCH_SECTIONS, run_search
-
     out = resolve(args.out or f"runs/search-{args.profile or 'tiny'}")
     cfg = _resume_config(args, out, SEARCH_SECTIONS)
     run_search(cfg, out, resume=args.resume, max_steps=args.max_steps)
@@ -169,9 +162,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_collapse(args) -> int:
-    from .search import SEARCH_SECTIONS
-    from .studies import collapse_lines, run_collapse
-
     cfg = _config(args, SEARCH_SECTIONS)
     out = resolve(args.out or f"runs/collapse-{cfg.profile}")
     print("\n".join(collapse_lines(run_collapse(cfg, out, jobs=args.jobs, resume=args.resume), out)))
@@ -179,11 +169,8 @@ def cmd_collapse(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import TRAIN_SECTIONS, run_train
-
     out = resolve(args.out or f"runs/train-{args.profile or 'tiny'}")
     cfg = _resume_config(args, out, TRAIN_SECTIONS + ("eval",))
-    from .train import stored_model
 
     model, teacher = (args.model, args.teacher) if args.model else stored_model(out, args.resume, args.teacher)
     run_train(cfg, model, out, resume=args.resume, teacher=resolve(teacher) if teacher else None,
@@ -193,19 +180,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_run, remeasure_latency, summary_lines
-
     cfg = _config(args, ("data", "eval", "runtime"))
     if args.latency_only:
-        for x in remeasure_latency(cfg, resolve(args.run), args.weights):
+        for x in evaluation.remeasure_latency(cfg, resolve(args.run), args.weights):
             print(f"{x['backend']}: {x['median_ms']:.2f} ms, {x['threads']} thread(s), {x['resolution']}")
         return 0
-    print("\n".join(summary_lines(evaluate_run(cfg, resolve(args.run), which=args.weights))))
+    print("\n".join(evaluation.summary_lines(evaluation.evaluate_run(cfg, resolve(args.run), which=args.weights))))
     return 0
 
 def cmd_export(args) -> int:
-    from .export import export_run, summary_line, write_forms
-
     cfg = _config(args, ("data", "export") if args.forms else ("export",))
     out = resolve(args.out) if args.out else resolve(args.run) / "export"
     print(summary_line(export_run(resolve(args.run), cfg, out, args.weights)))
@@ -214,8 +197,6 @@ def cmd_export(args) -> int:
     return 0
 
 def cmd_predict(args) -> int:
-    from .predict import predict_folder
-
     files = predict_folder(resolve(args.run), resolve(args.images), resolve(args.out), label_ids=args.label_ids,
                            flip=args.flip)
     print(f"{len(files)} files written to {resolve(args.out)}")
@@ -223,8 +204,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .studies import run_study
-
     cfg = _config(args)
     target = getattr(args, "pipeline", None) or getattr(args, "study", None) or args.out
     print("\n".join(run_study(args.study_cmd, cfg, resolve(target or f"runs/{args.study_cmd}-{cfg.profile}"),

@@ -18,6 +18,9 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from fasterseg.config_checks import range_problems
+from fasterseg.paths import write_text
+
 WIDTH_RATIOS = (4 / 12, 6 / 12, 8 / 12, 10 / 12, 1.0)
 
 
@@ -205,8 +208,6 @@ class RunConfig:
         return json.dumps(self.to_dict(sections), indent=2)
 
     def save(self, path: str | Path, sections: tuple[str, ...] = SECTIONS) -> Path:
-        from .paths import write_text
-
         return write_text(path, self.to_json(sections))
 
     @classmethod
@@ -231,7 +232,6 @@ class RunConfig:
         for name in sections:
             problems += _type_problems(getattr(self, name), name)
         if not problems:  # ranges only make sense on well-typed values
-            from .config_checks import range_problems
 
             problems += range_problems(self, sections)
         if problems:

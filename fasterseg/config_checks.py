@@ -1,13 +1,26 @@
-"""Range and consistency checks of a `RunConfig`, and a memory estimate that refuses absurd sizes before
-anything is allocated. `RunConfig.validate` calls `range_problems`; each problem names the field and a fix."""
+"""Range and consistency checks of a `RunConfig`, and memory estimates that refuse absurd sizes before anything
+is allocated. `RunConfig.validate` calls `range_problems`; each problem names the field and a fix. The search's
+memory (which needs the supernet's structure) is checked one floor up, by `fasterseg.nets.footprint.check_run`.
+
+This module is the floor under `config`: it knows the allowed values (data sets, backends, stem kinds) and the
+derivation's down-sampling range, and imports nothing of the kit.
+"""
 from __future__ import annotations
 
 import os
 import re
 
 DATASETS = ("cityscapes", "camvid", "synthetic")
+#: the stem's kinds (`fasterseg.nets.ops.STEMS` builds them)
+STEM_KINDS = ("original", "light")
 LATENCY_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 BRANCH_PAIRS = ((32, 16), (32, 8))
+
+
+def down_range(layers: int, first_down_min: int, last_down_margin: int) -> range:
+    """Layers where a branch may go down: from `first_down_min` to L - 1 - `last_down_margin` (the derivation's
+    rule, `fasterseg.nets.derive.DeriveRules`)."""
+    return range(first_down_min, layers - 1 - last_down_margin + 1)
 
 
 def _multiple_of_32(where: str, hw) -> list[str]:
@@ -47,13 +60,10 @@ def _data(d) -> list[str]:
 
 
 def _space(s) -> list[str]:
-    from .arch import DeriveRules
-    from .ops import STEMS
-
     p = _at_least(s, "layers", "space", 4) + _at_least(s, "fch", "space", 1)
     p += _at_least(s, "first_down_min", "space", 1) + _at_least(s, "last_down_margin", "space", 0)
     p += _at_least(s, "down_gap_min", "space", 1)
-    p += _one_of(s, "stem", "space", tuple(STEMS))
+    p += _one_of(s, "stem", "space", STEM_KINDS)
     r = s.width_ratios
     if not r or list(r) != sorted(r) or r[0] <= 0 or r[-1] > 1:
         p.append(f"space.width_ratios={list(r)}: must be increasing ratios in (0, 1]")
@@ -64,9 +74,8 @@ def _space(s) -> list[str]:
             if not any(abs(w - x) < 1e-6 for x in r):
                 p.append(f"space.stem_head_widths: width {w} is not one of space.width_ratios {list(r)}")
     if not p:
-        rules = DeriveRules(s.first_down_min, s.last_down_margin, s.down_gap_min)
-        rng = rules.down_range(s.layers)
-        if not any(b - a >= rules.down_gap_min for a in rng for b in rng):
+        rng = down_range(s.layers, s.first_down_min, s.last_down_margin)
+        if not any(b - a >= s.down_gap_min for a in rng for b in rng):
             p.append(
                 f"space: no two down-samplings fit in {s.layers} layers with first_down_min={s.first_down_min}, "
                 f"last_down_margin={s.last_down_margin}, down_gap_min={s.down_gap_min}; use more layers"
@@ -193,43 +202,16 @@ def range_problems(cfg, sections) -> list[str]:
 
 # -- memory -----------------------------------------------------------------------------------------------
 def physical_memory_bytes() -> int:
+    """This machine's physical memory (bytes)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 1 << 40
 
 
-def supernet_bytes(cfg) -> tuple[int, int]:
-    """(weight bytes incl. gradients and momentum, activation bytes of one weight step) of the search,
-    estimated without allocating: weights counted on the meta device; activations ~ 24 stored tensors per
-    node and operator set, over the nodes' feature maps, for every pass of the weight step."""
-    import torch
-
-    from .space import SearchSpace
-    from .supernet import Supernet
-
-    space = SearchSpace.from_config(cfg.space)
-    with torch.device("meta"):
-        net = Supernet(space, cfg.data.num_classes, cfg.space.stem_head_widths)
-    weights = 3 * 4 * sum(p.numel() for p in net.parameters())
-    s = cfg.search
-    h, w = max(s.pretrain_crop[0], s.crop[0]), max(s.pretrain_crop[1], s.crop[1])
-    b = max(s.pretrain_batch_size, s.batch_size)
-    passes = max(4, cfg.n_sets + 2)
-    per_node = 24 * 4 * space.fch * h * w * b  # bytes per node: F*h*w/s elements per map at scale s
-    acts = (
-        sum(
-            per_node // scale
-            for scale, n in ((8, space.layers), (16, space.layers - 1), (32, space.layers - 2))
-            for _ in range(n)
-        )
-        * passes
-    )
-    return weights, acts
-
-
 def memory_problems(cfg, sections) -> list[str]:
-    """Refuse configurations whose estimated memory exceeds this machine's physical memory."""
+    """Refuse configurations whose estimated memory (synthetic drawing, training activations) exceeds this
+    machine's physical memory; arithmetic only."""
     ram = physical_memory_bytes()
     p = []
     if "data" in sections and cfg.data.dataset == "synthetic":
@@ -238,14 +220,6 @@ def memory_problems(cfg, sections) -> list[str]:
             p.append(
                 f"data.image_height/width={cfg.data.image_height}x{cfg.data.image_width}: drawing one synthetic "
                 f"image needs ~{need / 2**30:.0f} GiB, more than this machine's {ram / 2**30:.0f} GiB"
-            )
-    if "search" in sections and "space" in sections:
-        weights, acts = supernet_bytes(cfg)
-        if weights + acts > ram:
-            p.append(
-                f"the search would need ~{(weights + acts) / 2**30:.0f} GiB ({weights / 2**30:.1f} GiB of supernet "
-                f"weights and optimiser state, ~{acts / 2**30:.0f} GiB of activations per step), more than this "
-                f"machine's {ram / 2**30:.0f} GiB: lower space.fch/space.layers, search.crop or search.batch_size"
             )
     if "train" in sections:
         t = cfg.train

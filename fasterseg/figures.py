@@ -4,13 +4,51 @@ Each capability adds a producer to `PRODUCERS`; notebooks call the same `plot_*`
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from .config import RunConfig, profile
-from .viz.style import save_figure
+from fasterseg.config import RunConfig, profile
+from fasterseg.data.check import check_tree
+from fasterseg.data.cityscapes import build_dataset
+from fasterseg.data.prepare import prepare_data
+from fasterseg.latency import LatencyTable, load_for
+from fasterseg.nets import published
+from fasterseg.nets.counting import count
+from fasterseg.nets.derive import decision_margins, derive
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.space import SearchSpace
+from fasterseg.panels import TuningPanel
+from fasterseg.paths import resolve
+from fasterseg.runs import load_history
+from fasterseg.search.records import final_arch
+from fasterseg.search.tuning import sweep_config
+from fasterseg.studies import mean_per_class
+from fasterseg.tradeoffs import reference_points
+from fasterseg.viz.arch_plots import plot_cost_breakdown, plot_margins
+from fasterseg.viz.data_plots import plot_class_frequencies, plot_samples
+from fasterseg.viz.eval_plots import plot_per_class, plot_training_curves
+from fasterseg.viz.graphs import arch_graph, supernet_graph
+from fasterseg.viz.latency_plots import (
+    plot_backend_scatter,
+    plot_latency_breakdown,
+    plot_op_heatmap,
+    plot_predicted_vs_measured,
+)
+from fasterseg.viz.search_plots import (
+    plot_alpha_evolution,
+    plot_beta_gamma_evolution,
+    plot_collapse,
+    plot_latency_lambda,
+)
+from fasterseg.viz.style import save_figure
+from fasterseg.viz.tradeoff_plots import plot_pareto
 
 
 def _save(fig, path: Path) -> Path:
@@ -29,13 +67,6 @@ def _save_graph(graph, path: Path) -> Path:
 
 def data_figures(out: Path) -> list[Path]:
     """Synthetic samples with colour labels, and class pixel frequencies (tiny profile set)."""
-    from .data.cityscapes import build_dataset
-    from .data.check import check_tree
-    from .data.prepare import prepare_data
-    from .viz.data_plots import plot_class_frequencies, plot_samples
-
-    import tempfile
-
     cfg = profile("tiny").data
     with tempfile.TemporaryDirectory() as tmp:  # generated afresh there: nothing is written outside `out`
         cfg.root = str(Path(tmp) / "tiny")
@@ -56,16 +87,6 @@ def data_figures(out: Path) -> list[Path]:
 def arch_figures(out: Path) -> list[Path]:
     """Path diagrams and supernet grids of the published teacher and student, their cost breakdown,
     and the margins of the student's derivation decisions."""
-    import torch
-
-    from . import published
-    from .arch import decision_margins, derive
-    from .counting import count
-    from .network import DerivedNet
-    from .space import SearchSpace
-    from .viz.arch_plots import plot_cost_breakdown, plot_margins
-    from .viz.graphs import arch_graph, supernet_graph
-
     paths, counts = [], {}
     for name in ("fasterseg_student", "fasterseg_teacher"):
         arch = published.load(name)
@@ -92,20 +113,6 @@ def arch_figures(out: Path) -> list[Path]:
 def latency_figures(out: Path) -> list[Path]:
     """From the committed tables and validation logs (data/latency/): per-operator heat-maps, predicted
     vs measured, backends compared, and the published table's prediction for FasterSeg."""
-    import json
-
-    import pandas as pd
-
-    from . import published
-    from .latency import LatencyTable
-    from .paths import resolve
-    from .viz.latency_plots import (
-        plot_backend_scatter,
-        plot_latency_breakdown,
-        plot_op_heatmap,
-        plot_predicted_vs_measured,
-    )
-
     paths = []
     cpu = LatencyTable.load(resolve("data/latency/cpu_torch_cpu1_256x512.csv"))
     h, w = cpu.resolution
@@ -134,11 +141,6 @@ def latency_figures(out: Path) -> list[Path]:
 def search_figures(out: Path) -> list[Path]:
     """From the committed reference collapse study (data/runs/collapse-cpu): alpha/beta/gamma evolution of
     the decoupled run, its latency and lambda, coarse vs decoupled side by side, and the final students."""
-    from .paths import resolve
-    from .runs import final_arch, load_history
-    from .viz.graphs import arch_graph
-    from .viz.search_plots import plot_alpha_evolution, plot_beta_gamma_evolution, plot_collapse, plot_latency_lambda
-
     study = resolve("data/runs/collapse-cpu")
     runs = {m: load_history(study / m) for m in ("coarse", "decoupled")}
     paths = []
@@ -173,20 +175,10 @@ def training_figures(out: Path) -> list[Path]:
     """From the committed reference pipeline (data/runs/pipeline-cpu) and its distillation study: training
     curves, per-class IoU of teacher and students; the latency-accuracy plot of every trained reference
     network (data/runs)."""
-    import pandas as pd
-
-    from .paths import resolve
-    from .runs import load_history
-    from .studies import mean_per_class
-    from .tradeoffs import reference_points
-    from .viz.eval_plots import plot_per_class, plot_training_curves
-    from .viz.tradeoff_plots import plot_pareto
-
     ref = resolve("data/runs/pipeline-cpu")
     study = ref / "distill-study"
     if not (study / "results.csv").exists():
         return []
-    import json
 
     base = json.loads((ref / "train-teacher" / "eval" / "metrics.json").read_text())["majority_baseline"]["miou"]
     hist = {"teacher": load_history(ref / "train-teacher")["epochs"],
@@ -212,14 +204,9 @@ def training_figures(out: Path) -> list[Path]:
 
 def tuning_figures(out: Path) -> list[Path]:
     """From the committed cpu λ sweep (data/runs/sweep-cpu): the tuning panel's initial static view."""
-    from .latency import load_for
-    from .paths import resolve
-
     sweep = resolve("data/runs/sweep-cpu")
     if not (sweep / "sweep.csv").exists():
         return []
-    from .tuning import sweep_config
-    from .viz.widgets import TuningPanel
 
     cfg = sweep_config(sweep)
     cfg.latency.calibration = "off"  # the panel reads the table's own numbers; this machine's speed is not used
@@ -233,10 +220,6 @@ PRODUCERS: list[Callable[[Path], list[Path]]] = [data_figures, arch_figures, lat
 
 def regenerate(out: str | Path = "figures") -> list[Path]:
     """Run every producer; returns the written paths."""
-    from tqdm.auto import tqdm
-
-    from .paths import resolve
-
     out = resolve(out)
     written: list[Path] = []
     for producer in tqdm(PRODUCERS, desc="figures"):

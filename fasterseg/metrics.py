@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data.labels import IGNORE
+from fasterseg.data.labels import IGNORE
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore: int = IGNORE) -> np.ndarray:

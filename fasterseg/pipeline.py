@@ -22,7 +22,20 @@ from typing import Callable
 
 import pandas as pd
 
-from .config import RunConfig
+from fasterseg.config import RunConfig
+from fasterseg.data.prepare import prepare_data
+from fasterseg.deploy.export import export_run
+from fasterseg.evaluate.run import evaluate_run
+from fasterseg.latency import load_for
+from fasterseg.nets.counting import totals
+from fasterseg.nets.footprint import check_run
+from fasterseg.nets.network import DerivedNet
+from fasterseg.paths import check_writable
+from fasterseg.report import write_report
+from fasterseg.runs import load_history, run_status
+from fasterseg.search.records import final_arch
+from fasterseg.search.run import run_search
+from fasterseg.train.trainer import run_train
 
 STAGES = 9
 
@@ -40,10 +53,6 @@ def derived_summary(cfg: RunConfig, run: Path, lut) -> tuple[pd.DataFrame, dict]
     """Per architecture set of a finished search: branches, parameters (M) and GMACs at the latency
     resolution (inference network), predicted latency (ms) and FPS from `lut`, and the search-time
     validation mIoU (supernet weights) of the chosen pair. Returns the table and the architectures."""
-    from .counting import totals
-    from .network import DerivedNet
-    from .runs import final_arch, load_history
-
     ep = load_history(run)["epochs"]
     H, W = cfg.latency.height, cfg.latency.width
     rows, archs = [], {}
@@ -65,14 +74,7 @@ def _stage(say, k: int, name: str, text: str) -> None:
 def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = print,
                  progress: bool = True) -> PipelineResult:
     """Run every stage into `out` (see the module docstring); a stage already done is skipped."""
-    from .data.prepare import prepare_data
-    from .latency import load_for
-    from .paths import check_writable
-    from .runs import run_status
-    from .search import run_search
-    from .train import run_train
-
-    cfg.validate()
+    check_run(cfg)
     out = Path(out)
     check_writable(out)
     res = PipelineResult(out)
@@ -116,7 +118,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = p
     _stage(say, 8, "export", f"{exported['onnx']} (max |ONNX Runtime - PyTorch| {exported.get('max_abs_diff', 0):.2g}"
            f"; TensorRT {exported['tensorrt']})")
     res.summary = summary_table(derived, metrics)
-    from .report import write_report
 
     res.report, res.figures = write_report(cfg, out, res.summary, runs, metrics, exported, res.archs)
     _stage(say, 9, "report", str(res.report))
@@ -125,8 +126,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = p
 
 def _evaluated(cfg: RunConfig, run: Path, progress: bool) -> dict:
     """The evaluation of a training run, computed once (``<run>/eval/metrics.json``)."""
-    from .evaluate import evaluate_run
-
     f = run / "eval" / "metrics.json"
     if f.exists() and json.loads(f.read_text()).get("images") is not None:
         return json.loads(f.read_text())
@@ -134,8 +133,6 @@ def _evaluated(cfg: RunConfig, run: Path, progress: bool) -> dict:
 
 
 def _exported(cfg: RunConfig, run: Path) -> dict:
-    from .export import export_run
-
     f = run / "export" / "export.json"
     return json.loads(f.read_text()) if f.exists() else export_run(run, cfg)
 

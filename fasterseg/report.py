@@ -3,11 +3,20 @@ per-class IoU against the majority baseline, prediction overlays), every number 
 measured."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from .config import RunConfig
+from fasterseg.config import RunConfig
+from fasterseg.nets.arch import Architecture
+from fasterseg.paths import write_text
+from fasterseg.runs import load_history
+from fasterseg.viz.eval_plots import plot_per_class, plot_training_curves
+from fasterseg.viz.graphs import arch_graph
+from fasterseg.viz.style import save_figure
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 2) -> str:
@@ -22,18 +31,7 @@ def markdown_table(df: pd.DataFrame, digits: int = 2) -> str:
 
 def report_figures(out: Path, runs: dict[str, Path], metrics: dict[str, dict], archs: dict[str, Path]) -> list[Path]:
     """Draw the report's figures into ``<out>/figures``; returns their paths."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import shutil
-
-    import matplotlib.pyplot as plt
-
-    from .arch import Architecture
-    from .runs import load_history
-    from .viz.eval_plots import plot_per_class, plot_training_curves
-    from .viz.graphs import arch_graph
-    from .viz.style import save_figure
 
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -60,8 +58,6 @@ def report_figures(out: Path, runs: dict[str, Path], metrics: dict[str, dict], a
 def write_report(cfg: RunConfig, out: Path, summary: pd.DataFrame, runs: dict[str, Path], metrics: dict[str, dict],
                  exported: dict, archs: dict[str, Path]) -> tuple[Path, list[Path]]:
     """Write ``report.md`` and its figures; returns (report path, figure paths)."""
-    from .paths import write_text
-
     figs = report_figures(out, runs, metrics, archs)
     m = metrics["student"]
     lat = "; ".join(f"{x['backend']}: {x['device']}, {x['threads']} thread(s), {x['precision']}, batch {x['batch']}, "

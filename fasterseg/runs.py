@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -28,11 +29,15 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import torch
+
+from fasterseg.config import RunConfig
+from fasterseg.paths import check_writable
 
 RUN_FORMAT = "fasterseg-run"
 RUNTIME_SECTIONS = ("runtime",)  # may differ when a run is resumed
@@ -106,7 +111,6 @@ class Checkpoints:
 
     def save(self, state: dict, step: int, tag: str = "last") -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        import io
 
         buf = io.BytesIO()
         torch.save({"format": self.fmt, **state}, buf)
@@ -127,7 +131,6 @@ class Checkpoints:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != sha.read_text().strip():
             raise RunError(f"{path.name} does not match its checksum (truncated or corrupt)")
-        import io
 
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != self.fmt:
@@ -153,6 +156,47 @@ class Checkpoints:
                 warn(f"warning: checkpoint {p} is unusable ({e}); trying the previous one")
         found = "; ".join(errors) if errors else f"no {tag}-*.pt files"
         raise RunError(f"no usable checkpoint to resume from in {self.folder} ({found})")
+
+
+# -- where a run stands ---------------------------------------------------------------------------------
+@dataclass
+class Position:
+    """Where a search or a training stands: its phase (``pretrain``/``search``, or ``train``), the epoch, the steps
+    done in that epoch and in all; a training also keeps its best validation mIoU and that epoch."""
+
+    phase: str = "pretrain"
+    epoch: int = 0
+    epoch_step: int = 0
+    step: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+
+    def describe(self) -> str:
+        return f"{self.phase} epoch {self.epoch + 1}, step {self.step}"
+
+
+class RunLoop:
+    """An engine (`Searcher`, `Trainer`: ``pos``, ``state_dict``, ``load_state_dict``) driven in a run folder:
+    its history tables, checkpoint writes (rank 0 only) and resumption (history rows after the checkpoint's step
+    are dropped: the resumed run writes them again)."""
+
+    def __init__(self, run: "RunDir", engine, tables: dict[str, "Table"]):
+        self.run, self.engine, self.tables = run, engine, tables
+
+    def save(self, tag: str = "last") -> Path | None:
+        if not self.run.main:
+            return None
+        return self.run.save_checkpoint(self.engine.state_dict(), self.engine.pos.step, tag)
+
+    def resume(self) -> str:
+        state, path = self.run.load_checkpoint()
+        self.engine.load_state_dict(state)
+        for t in self.tables.values():
+            t.truncate_after(self.engine.pos.step)
+        return f"resumed from {path.name}: {self.engine.pos.describe()}"
+
+    def total_steps(self) -> int:
+        raise NotImplementedError
 
 
 # -- the lock --------------------------------------------------------------------------------------------
@@ -231,8 +275,6 @@ class RunDir:
 
     @classmethod
     def start(cls, path: str | Path, kind: str, cfg, sections: tuple[str, ...], resume: bool = False) -> "RunDir":
-        from .paths import check_writable
-
         path = Path(path)
         check_writable(path)
         if resume and not (path / "run.json").exists():
@@ -352,8 +394,6 @@ def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Pat
 def check_same_config(path: Path, kind: str, cfg, sections: tuple[str, ...]) -> None:
     """Refuse (`RunError`, naming the differing fields) a config that differs from the one the run in
     `path` was started with, on `sections` except ``runtime``."""
-    from .config import RunConfig
-
     stored = RunConfig.load(Path(path) / "config.json")
     diff = stored.differences(cfg, tuple(s for s in sections if s not in RUNTIME_SECTIONS))
     if diff:
@@ -389,14 +429,3 @@ def load_history(run: str | Path) -> dict[str, pd.DataFrame]:
     if not h.is_dir():
         raise RunError(f"{run} holds no run history (no history/ folder)")
     return {p.stem: pd.read_csv(p) for p in sorted(h.glob("*.csv"))}
-
-
-def final_arch(run: str | Path, arch_set: str = "student"):
-    """The architecture of `arch_set` after the last search epoch of a search run."""
-    from .arch import Architecture
-
-    ep = load_history(run)["epochs"]
-    rows = ep[(ep["arch_set"] == arch_set) & (ep["phase"] == "search")]
-    if rows.empty:
-        raise RunError(f"{run} has no finished search epoch for the architecture set {arch_set!r}")
-    return Architecture.load(Path(run) / rows.iloc[-1]["arch_file"])

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
-from .runs import load_history
-from .search import SEARCH_SECTIONS, run_search
+from fasterseg.config import RunConfig
+from fasterseg.evaluate.run import evaluate_run
+from fasterseg.nets.footprint import check_run
+from fasterseg.nets.peers import PEERS
+from fasterseg.runs import load_history, run_status
+from fasterseg.search.records import final_arch
+from fasterseg.search.run import run_search
+from fasterseg.search.searcher import SEARCH_SECTIONS
+from fasterseg.train.trainer import run_train
 
 COMPARE_COLUMNS = ["miou", "latency_ms", "fps", "skip_share", "zoomed_share", "first_down_32", "first_down_16",
                    "first_down_8", "removed_layers", "alpha_entropy", "undecided", "ends"]
@@ -38,7 +46,7 @@ def collapse_configs(cfg: RunConfig) -> dict[str, RunConfig]:
     for mode in ("coarse", "decoupled"):
         c = copy.deepcopy(cfg)
         c.latency.penalty, c.search.adapt_lambda = mode, False
-        out[mode] = c.validate(SEARCH_SECTIONS)
+        out[mode] = check_run(c, SEARCH_SECTIONS)
     return out
 
 
@@ -61,9 +69,6 @@ def run_collapse(cfg: RunConfig, out: str | Path, jobs: int = 1, progress: bool 
     out = Path(out)
     cfgs = collapse_configs(cfg)
     if jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         for c in cfgs.values():
             c.runtime.threads = 1
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
@@ -83,10 +88,6 @@ def train_variants(cfg: RunConfig, variants: dict[str, dict], seeds: tuple[int, 
     seed under the same budget (`cfg.train`), evaluate each (`evaluate.evaluate_run`), and return one row
     per run: variant, seed, mIoU, pixel accuracy, best validation mIoU during training, params, GMACs and
     measured latency. Runs already finished are reused; written to ``<out>/results.csv``."""
-    from .evaluate import evaluate_run
-    from .runs import run_status
-    from .train import run_train
-
     out = Path(out)
     rows = []
     for name, v in variants.items():
@@ -141,8 +142,6 @@ def collapse_training(cfg: RunConfig, study: str | Path, seeds: tuple[int, ...] 
                       out: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """The final students of a collapse study (coarse and decoupled penalty) trained from scratch with the
     same budget and seeds, without distillation (``<study>/trained``); adds their predicted latency."""
-    from .runs import final_arch
-
     study = Path(study)
     out = Path(out) if out else study / "trained"
     variants = {}
@@ -155,8 +154,6 @@ def collapse_training(cfg: RunConfig, study: str | Path, seeds: tuple[int, ...] 
 def peers_study(cfg: RunConfig, out: str | Path, seeds: tuple[int, ...] = (0,), names: tuple[str, ...] | None = None,
                 progress: bool = True) -> pd.DataFrame:
     """The peer networks (`fasterseg.peers`) trained from scratch under the same budget (``<out>``)."""
-    from .peers import PEERS
-
     variants = {n: {"model": f"peer:{n}", "teacher": None} for n in (names or PEERS)}
     return train_variants(cfg, variants, seeds, out, progress)
 
@@ -171,7 +168,7 @@ def sweep_configs(cfg: RunConfig, lams: tuple[float, ...], modes: tuple[str, ...
             c = copy.deepcopy(cfg)
             c.latency.penalty, c.search.adapt_lambda = mode, False
             c.search.lam = tuple([0.0] + [float(lam)] * (c.n_sets - 1))
-            out[f"{mode}-lam{lam:g}"] = c.validate(SEARCH_SECTIONS)
+            out[f"{mode}-lam{lam:g}"] = check_run(c, SEARCH_SECTIONS)
     return out
 
 
@@ -180,8 +177,6 @@ def run_sweep(cfg: RunConfig, out: str | Path, lams: tuple[float, ...] = (0.01, 
     """Run the searches of `sweep_configs` into ``<out>/<mode>-lam<lam>`` (finished ones are reused) and write
     ``<out>/sweep.csv``: per run, the student's final derived network (file, branches, predicted latency,
     search-time mIoU, operator shares)."""
-    from .runs import run_status
-
     out = Path(out)
     rows = []
     for name, c in sweep_configs(cfg, lams, modes).items():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .paths import display_path
+
+from fasterseg.paths import display_path, resolve
 
 POINT_COLUMNS = ["name", "kind", "miou", "miou_std", "seeds", "latency_ms", "backend", "resolution", "params_M",
                  "GMACs", "source"]
@@ -67,8 +68,6 @@ def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime
     teacher, its student with and without distillation (3 seeds), the collapse study's coarse- and
     decoupled-penalty students (3 seeds), the peers and the published FasterSeg student trained under the
     same budget; with a ``front`` column marking the Pareto front."""
-    from .paths import resolve
-
     root = resolve(root)
     parts = []
     pipe = root / "pipeline-cpu"

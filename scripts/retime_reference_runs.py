@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from fasterseg.bench import environment
 from fasterseg.config import profile
-from fasterseg.evaluate import retime_runs
+from fasterseg.evaluate.run import retime_runs
 from fasterseg.paths import display_path, resolve, write_text
 from fasterseg.studies import refresh_latency
+from fasterseg.timing import environment
 
 
 def main() -> None:

@@ -3,11 +3,12 @@ import copy
 import pytest
 import torch
 
-from fasterseg import published
-from fasterseg.arch import Architecture, ArchitectureError, choose_ends, derive
-from fasterseg.network import DerivedNet
-from fasterseg.space import SearchSpace
-from fasterseg.supernet import ArchSet
+from fasterseg.nets import published
+from fasterseg.nets.arch import Architecture, ArchitectureError
+from fasterseg.nets.derive import choose_ends, derive
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import ArchSet
 
 SPACE = SearchSpace(layers=12, fch=4)
 
@@ -117,7 +118,7 @@ def test_invalid_json_text():
 
 @pytest.mark.parametrize("name", published.names())
 def test_every_published_architecture_builds_with_its_stored_counts(name):
-    from fasterseg.counting import totals
+    from fasterseg.nets.counting import totals
 
     arch = published.load(name)
     counts = arch.source["counts"]

@@ -149,7 +149,7 @@ def test_architecture_arguments(arg, message, capsys):
 
 @pytest.mark.parametrize("value", [None, "abc"])
 def test_null_or_text_fields_in_an_architecture(value, tmp_path, capsys):
-    from fasterseg import published
+    from fasterseg.nets import published
 
     d = json.loads(published.path("fasterseg_student").read_text())
     d["fch"] = value

@@ -12,7 +12,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import REPO
 
 NOTEBOOK = "notebooks/05_latency_tuning.ipynb"

@@ -2,13 +2,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fasterseg.bench import interleaved
 from fasterseg.cli import main
-from fasterseg.counting import count, operator_costs, receptive_field
-from fasterseg.losses import downsample_labels, ohem_cross_entropy, supernet_weight_loss
-from fasterseg.ops import build_op
-from fasterseg.space import SearchSpace
-from fasterseg.supernet import Supernet
+from fasterseg.losses import ohem_cross_entropy
+from fasterseg.nets.counting import count, operator_costs, receptive_field
+from fasterseg.nets.ops import build_op
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import Supernet
+from fasterseg.search.losses import downsample_labels, supernet_weight_loss
+from fasterseg.timing import interleaved
 
 
 def test_count_macs_by_hand():

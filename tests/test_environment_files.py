@@ -3,7 +3,6 @@ import re
 import tomllib
 
 import yaml
-
 from conftest import REPO
 
 CONDA_TO_PIP = {"pytorch": "torch", "python-graphviz": "graphviz"}

@@ -3,18 +3,19 @@ import zlib
 
 import pytest
 import torch
-
 from conftest import need_reference
-from fasterseg import published
-from fasterseg.arch import DeriveRules, derive
-from fasterseg.latency.backends import Backend, Timing
+
+from fasterseg.latency.backends import Backend
 from fasterseg.latency.build import build_table
 from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
 from fasterseg.latency.keys import LatencyKey, space_keys
 from fasterseg.latency.table import Entry, LatencyTable, LatencyTableError, MissingEntriesError
-from fasterseg.ops import PRIMITIVES
-from fasterseg.space import SearchSpace
-from fasterseg.supernet import ArchSet
+from fasterseg.nets import published
+from fasterseg.nets.derive import DeriveRules, derive
+from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import ArchSet
+from fasterseg.timing import Timing
 
 SPACE = SearchSpace(layers=8, fch=4)
 SHW = ((1.0, 1.0), (8 / 12, 8 / 12))
@@ -321,9 +322,9 @@ def test_paper_profile_uses_the_published_table():
 def test_light_stem_is_priced_consistently_and_kept_out_of_original_tables():
     """A `light` stem (space.stem): its own table keys, the expectation with one-hot parameters equals the derived
     network's prediction, the architecture remembers it, and original-stem tables and documents are unchanged."""
-    from fasterseg.arch import Architecture
     from fasterseg.latency.build import space_meta
-    from fasterseg.network import DerivedNet
+    from fasterseg.nets.arch import Architecture
+    from fasterseg.nets.network import DerivedNet
 
     light = SearchSpace(layers=8, fch=4, stem="light")
     keys = space_keys(light, SHW, 19, H, W)

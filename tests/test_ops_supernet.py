@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from fasterseg.ops import OPS, PRIMITIVES, SlimBatchNorm2d, build_op
-from fasterseg.space import SearchSpace
-from fasterseg.supernet import PREDICTIONS, Supernet
+from fasterseg.nets.ops import OPS, PRIMITIVES, SlimBatchNorm2d, build_op
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import PREDICTIONS, Supernet
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
@@ -88,7 +88,7 @@ def test_parameter_groups_partition_everything(net):
 def test_paper_scale_supernet_size():
     """At F=12, L=16 the slimmable supernet holds about 250 M weights (the paper)."""
     sp = SearchSpace(16, 12)
-    from fasterseg.supernet import SupernetCell
+    from fasterseg.nets.supernet import SupernetCell
 
     n = sum(p.numel() for l in range(16) for s in range(min(l, 2) + 1)
             for p in SupernetCell(sp, s, sp.has_down(l, s)).parameters())

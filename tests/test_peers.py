@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fasterseg.counting import totals
-from fasterseg.peers import PAPER, PEERS, BiSeNetV2, build_peer
+from fasterseg.nets.counting import totals
+from fasterseg.nets.peers import PAPER, PEERS, BiSeNetV2, build_peer
 
 NAMES = sorted(PEERS)
 # which auxiliary outputs each network has: (aux_a, aux_b)

@@ -1,10 +1,10 @@
 """The importer reproduces what the original code derives from the published files
 (../shared/reference/README.md), and the committed JSON files are what it produces."""
 import pytest
-
 from conftest import need_reference
-from fasterseg import published
+
 from fasterseg.importers.original import derive_original, load_arch_file
+from fasterseg.nets import published
 
 IDX = {"skip": 0, "conv": 1, "zoomed_conv": 2, "conv_2x": 3, "zoomed_conv_2x": 4}
 SCALE = {8: 0, 16: 1, 32: 2}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fasterseg.data.cityscapes import CamVidDataset, CityscapesDataset, DataTreeError
 from fasterseg.data.check import check_tree
+from fasterseg.data.cityscapes import CamVidDataset, CityscapesDataset, DataTreeError
 
 
 @pytest.fixture

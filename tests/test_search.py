@@ -7,14 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from fasterseg.arch import Architecture
 from fasterseg.config import apply_overrides, profile
 from fasterseg.data.batching import batch_at
 from fasterseg.data.prepare import prepare_data
 from fasterseg.latency import load_for
-from fasterseg.losses import downsample_labels, ohem_cross_entropy, supernet_weight_loss, weight_passes
-from fasterseg.runs import RunError, final_arch, load_history, read_info
-from fasterseg.search import SearchError, Searcher, adapt_lambda, run_search, search_data
+from fasterseg.losses import ohem_cross_entropy
+from fasterseg.nets.arch import Architecture
+from fasterseg.runs import RunError, load_history, read_info
+from fasterseg.search.losses import downsample_labels, supernet_weight_loss, weight_passes
+from fasterseg.search.records import final_arch
+from fasterseg.search.run import run_search, search_data
+from fasterseg.search.searcher import Searcher, SearchError, adapt_lambda
 from fasterseg.studies import compare_runs
 
 
@@ -70,7 +73,8 @@ def test_run_directory(full_run):
     one = arch[(arch.step == arch.step.max()) & (arch.arch_set == "student") & (arch.kind == "alpha")]
     assert one.groupby(["scale", "layer"])["prob"].sum().round(6).eq(1).all()
     _, state = _last(full_run)
-    assert state["position"] == {"phase": "search", "epoch": 2, "epoch_step": 0, "step": 9}
+    assert {k: state["position"][k] for k in ("phase", "epoch", "epoch_step", "step")} == {
+        "phase": "search", "epoch": 2, "epoch_step": 0, "step": 9}
     assert final_arch(full_run, "student").name.startswith("student_search01")
 
 
@@ -171,7 +175,7 @@ def test_ctrl_c_stops_at_a_step_and_saves(data_root, tmp_path):
     def interrupt(rows):
         os.kill(os.getpid(), signal.SIGINT)
 
-    from fasterseg.search import run_search as rs
+    from fasterseg.search.run import run_search as rs
 
     with pytest.raises(SearchError, match=r"interrupted at step 3 of 9; saved last-00000003\.pt"):
         rs(tiny_cfg(data_root), tmp_path / "int", progress=False, on_epoch=interrupt)
@@ -260,9 +264,9 @@ def test_architecture_step_gradients_do_not_need_weight_gradients(data_root):
 
 
 def test_nan_loss_stops_and_keeps_the_checkpoint(data_root, tmp_path, monkeypatch):
-    import fasterseg.search as search
+    import fasterseg.search.searcher as searcher
 
-    monkeypatch.setattr(search, "supernet_weight_loss", lambda *a, **k: (torch.tensor(float("nan")), {}))
+    monkeypatch.setattr(searcher, "supernet_weight_loss", lambda *a, **k: (torch.tensor(float("nan")), {}))
     with pytest.raises(SearchError, match="became nan .*last good checkpoint is none"):
         run_search(tiny_cfg(data_root), tmp_path / "nan", progress=False)
     assert read_info(tmp_path / "nan")["status"] == "failed"
@@ -296,7 +300,7 @@ def _search_rank(rank, world, port, cfg_json, out, dump):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    import fasterseg.search as search
+    import fasterseg.search.run as search
     from fasterseg.config import RunConfig
 
     real = search.SearchRun.end_epoch

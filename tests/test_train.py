@@ -10,10 +10,10 @@ import torch
 
 from fasterseg.config import apply_overrides, profile
 from fasterseg.data.prepare import prepare_data
-from fasterseg.distill import TeacherError, kd_loss
 from fasterseg.losses import ohem_cross_entropy
 from fasterseg.runs import RunError, load_history, read_info
-from fasterseg.train import TrainError, run_train
+from fasterseg.train.distill import TeacherError, kd_loss
+from fasterseg.train.trainer import TrainError, run_train
 
 
 # -- the method's pieces ----------------------------------------------------------------------------------
@@ -65,9 +65,9 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_arch(tmp_path_factory):
-    from fasterseg.arch import DeriveRules
     from fasterseg.latency.validate import random_architectures
-    from fasterseg.space import SearchSpace
+    from fasterseg.nets.derive import DeriveRules
+    from fasterseg.nets.space import SearchSpace
 
     arch = random_architectures(SearchSpace(8, 4), 1, [(1.0, 1.0)], 19, seed=3, rules=DeriveRules(2, 2, 2))[0]
     return arch.save(tmp_path_factory.mktemp("arch") / "tiny.json")
@@ -121,8 +121,8 @@ def test_distilled_student(teacher_run, data_root, tiny_arch, tmp_path):
 
 
 def test_evaluation_and_export(teacher_run, data_root, tmp_path):
-    from fasterseg.evaluate import evaluate_run
-    from fasterseg.export import export_run
+    from fasterseg.deploy.export import export_run
+    from fasterseg.evaluate.run import evaluate_run
 
     cfg = train_cfg(data_root, **{"eval.overlays": 1, "eval.latency_backends": '["torch", "onnxruntime"]',
                                   "export.height": 64, "export.width": 128})
@@ -141,7 +141,7 @@ def test_evaluation_and_export(teacher_run, data_root, tmp_path):
 def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root, tmp_path):
     import shutil
 
-    from fasterseg.evaluate import remeasure_latency
+    from fasterseg.evaluate.run import remeasure_latency
     from fasterseg.runs import RunError
 
     run = tmp_path / "no-weights"  # a checkout: the run's records without its weights
@@ -162,7 +162,7 @@ def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root
 def test_runs_retimed_round_robin_in_one_pass(teacher_run, data_root, tmp_path):
     import shutil
 
-    from fasterseg.evaluate import retime_runs
+    from fasterseg.evaluate.run import retime_runs
 
     runs = []
     for name in ("a", "b"):
@@ -186,10 +186,10 @@ def test_runs_retimed_round_robin_in_one_pass(teacher_run, data_root, tmp_path):
 @pytest.mark.parametrize("peer", ["fast_scnn", "bisenetv2"])
 def test_bn_folding_keeps_the_outputs(peer, tiny_arch):
     """Folded copies (derived network and peers) equal the original in eval mode."""
-    from fasterseg.arch import Architecture
-    from fasterseg.export import fold_bn
-    from fasterseg.network import DerivedNet
-    from fasterseg.peers import build_peer
+    from fasterseg.nets.arch import Architecture
+    from fasterseg.nets.build import fold_bn
+    from fasterseg.nets.network import DerivedNet
+    from fasterseg.nets.peers import build_peer
 
     for net in (DerivedNet(Architecture.load(tiny_arch), aux=False), build_peer(peer)):
         net.train()
@@ -207,12 +207,13 @@ def test_bn_folding_keeps_the_outputs(peer, tiny_arch):
 def test_predict_writes_overlays_and_label_ids(teacher_run, data_root, tmp_path):
     from PIL import Image
 
-    from fasterseg.predict import predict_folder
+    from fasterseg.deploy.predict import predict_folder
 
-    files = predict_folder(teacher_run, data_root / "leftImg8bit" / "val", tmp_path / "pred", label_ids=True,
-                           progress=False)
-    ids = [f for f in files if not f.name.endswith("_overlay.png")]
-    assert len(ids) == 2 and len(files) == 4
+    res = predict_folder(teacher_run, data_root / "leftImg8bit" / "val", tmp_path / "pred", label_ids=True,
+                         progress=False)
+    ids = sorted((tmp_path / "pred" / "label_ids").rglob("*.png"))
+    assert len(ids) == 2 and len(res.written) == 4 and not res.skipped
+    assert len(list((tmp_path / "pred" / "overlays").rglob("*_overlay.png"))) == 2
     lab = np.asarray(Image.open(ids[0]))
     assert lab.shape == (128, 256) and set(np.unique(lab)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26,
                                                                27, 28, 31, 32, 33}
@@ -243,7 +244,7 @@ def test_another_model_or_config_on_resume_is_refused(teacher_run, data_root):
 def test_weights_that_do_not_fit_the_architecture(teacher_run, tmp_path):
     import shutil
 
-    from fasterseg.evaluate import load_trained
+    from fasterseg.nets.build import load_trained
 
     run = tmp_path / "copy"
     shutil.copytree(teacher_run, run)
@@ -257,7 +258,7 @@ def test_weights_that_do_not_fit_the_architecture(teacher_run, tmp_path):
 @pytest.mark.parametrize("bad, message", [(1e6, "exploded"), (float("nan"), "became nan")])
 def test_exploding_or_nan_loss_stops_and_keeps_the_last_checkpoint(data_root, tiny_arch, tmp_path, monkeypatch, bad,
                                                                    message):
-    import fasterseg.train as train
+    import fasterseg.train.trainer as train
 
     calls = {"n": 0}
     real = train.segmentation_loss
@@ -293,7 +294,7 @@ def _rank(rank, world, port, cfg_json, arch, out, dump):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    import fasterseg.train as train
+    import fasterseg.train.trainer as train
     from fasterseg.config import RunConfig
 
     real = train.TrainRun.write_weights
@@ -359,18 +360,19 @@ def test_int8_quantisation_agrees_with_fp32_on_most_pixels(teacher_run, data_roo
     pixels with the same class must be at least 90 % (measured here: printed)."""
     from fasterseg.data.cityscapes import build_dataset
     from fasterseg.data.transforms import EvalTransform
-    from fasterseg.evaluate import load_trained
-    from fasterseg.export import export_onnx, onnx_predictions, quantize_int8
+    from fasterseg.deploy.export import export_network, quantize_int8
+    from fasterseg.nets.build import load_trained
+    from fasterseg.nets.onnx import ort_predict
 
     model, _ = load_trained(teacher_run)
-    fp32 = export_onnx(model, tmp_path / "fp32.onnx", 128, 256)
+    fp32 = export_network(model, tmp_path / "fp32.onnx", 128, 256)
     cfg = train_cfg(data_root)
     train = build_dataset(cfg.data, "train", EvalTransform())
     calib = np.stack([train[i][0].numpy() for i in range(4)])
     int8 = quantize_int8(fp32, tmp_path / "int8.onnx", calib)
     val = build_dataset(cfg.data, "val", EvalTransform())
     images = np.stack([val[i][0].numpy() for i in range(len(val))])
-    agree = float((onnx_predictions(fp32, images) == onnx_predictions(int8, images)).mean())
+    agree = float((ort_predict(fp32, images) == ort_predict(int8, images)).mean())
     print(f"int8 vs fp32 class agreement: {100 * agree:.1f} % of pixels")
     assert agree >= 0.9
 
@@ -378,7 +380,7 @@ def test_int8_quantisation_agrees_with_fp32_on_most_pixels(teacher_run, data_roo
 def test_deployed_forms_report(teacher_run, data_root):
     """fp32 nearest and int8 against fp32 bilinear: the reference agrees with itself, the other forms agree on
     most pixels, and their mIoU change is the difference of their mIoUs."""
-    from fasterseg.export import forms_lines, forms_report
+    from fasterseg.deploy.forms import forms_lines, forms_report
 
     r = forms_report(teacher_run, train_cfg(data_root), calibration_images=4, latency_hw=(64, 128), rounds=2)
     f = r["forms"]

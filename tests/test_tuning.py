@@ -5,10 +5,10 @@ import torch
 from fasterseg.config import profile
 from fasterseg.latency import load_for
 from fasterseg.latency.expected import ExpectedLatency
+from fasterseg.nets.space import SearchSpace
 from fasterseg.paths import resolve
 from fasterseg.runs import load_history
-from fasterseg.space import SearchSpace
-from fasterseg import tuning
+from fasterseg.search import tuning
 
 SWEEP = resolve("data/runs/sweep-tiny")
 
@@ -59,7 +59,7 @@ def test_penalty_gradients_scale_with_lambda_and_the_rates(sweep):
 
 def test_panel_initial_state_and_a_slider_move(sweep):
     pytest.importorskip("ipywidgets")
-    from fasterseg.viz.widgets import TuningPanel
+    from fasterseg.panels import TuningPanel
 
     cfg = profile("tiny")
     panel = TuningPanel(SWEEP, cfg, load_for(cfg))

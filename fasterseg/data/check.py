@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from .cityscapes import CamVidDataset, CityscapesDataset, DataTreeError
-from .labels import CAMVID_CLASSES, CITYSCAPES_CLASSES, IGNORE
+from fasterseg.data.cityscapes import CamVidDataset, CityscapesDataset, DataTreeError
+from fasterseg.data.labels import CAMVID_CLASSES, CITYSCAPES_CLASSES, IGNORE
+from fasterseg.metrics import SegScores, confusion_matrix
 
 
 @dataclass
@@ -48,8 +50,6 @@ def check_tree(root: str | Path, dataset: str = "cityscapes", splits=("train", "
 
     `dataset` is ``cityscapes`` (also for the synthetic set) or ``camvid``.
     """
-    from tqdm.auto import tqdm
-
     cls, names = {"cityscapes": (CityscapesDataset, CITYSCAPES_CLASSES),
                   "synthetic": (CityscapesDataset, CITYSCAPES_CLASSES),
                   "camvid": (CamVidDataset, CAMVID_CLASSES)}[dataset]
@@ -79,8 +79,6 @@ def resolution_ceiling(labels: list[np.ndarray], factors=(8, 16, 32), num_classe
     full-resolution labels. Thin classes lose most. Index: classes present; columns ``1/<factor>``,
     plus a row ``mIoU``. Label maps must have H, W divisible by every factor.
     """
-    from ..metrics import SegScores, confusion_matrix
-
     out = {}
     for f in factors:
         cm = np.zeros((num_classes, num_classes), np.int64)

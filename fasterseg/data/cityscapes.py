@@ -11,7 +11,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .labels import CAMVID_VOID, CITYSCAPES_LABEL_IDS, IGNORE, label_id_to_train_id_lut
+from fasterseg.data.labels import CAMVID_VOID, CITYSCAPES_LABEL_IDS, IGNORE, label_id_to_train_id_lut
+from fasterseg.data.transforms import to_tensor_pair
+from fasterseg.paths import resolve, where_relative_paths_resolve
 
 IMG_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -31,11 +33,19 @@ class Sample:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB image (H, W, 3) uint8; raises DataTreeError for an unreadable file."""
+    """RGB image (H, W, 3) uint8 of any common mode: 8-bit grey, palette, RGBA (alpha dropped), CMYK converted;
+    16-bit grey scaled to 8 bits (not clipped). Raises `DataTreeError` naming the file for an unreadable file or a
+    mode that has no faithful 8-bit RGB form (32-bit integer or float pixels)."""
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L"):
+                a = np.asarray(im).astype(np.uint32)
+                return np.repeat(((a * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise DataTreeError(f"image {path} has {'32-bit integer' if im.mode == 'I' else 'float'} pixels "
+                                    "(mode " + im.mode + "); save it as 8-bit RGB (or 16-bit grey) PNG or JPEG")
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataTreeError(f"cannot read image {path}: {e}. Replace or delete the file.") from None
 
 
@@ -85,8 +95,6 @@ class SegmentationDataset:
         return img, self.to_train_ids(raw, s.label)
 
     def __getitem__(self, i: int):
-        from .transforms import to_tensor_pair
-
         img, lab = self.load(i)
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
@@ -120,8 +128,6 @@ def find_cityscapes_samples(root: Path, split: str) -> list[Sample]:
     """List the image/label pairs of one split, failing clearly on a broken tree."""
     root = Path(root)
     if not root.is_dir():
-        from ..paths import where_relative_paths_resolve
-
         raise DataTreeError(
             f"data root {root} does not exist: point data.root at a Cityscapes copy that holds leftImg8bit/ and "
             f"gtFine/, e.g. `fasterseg search --profile paper data.root=/path/to/cityscapes` "
@@ -188,8 +194,6 @@ class CamVidDataset(SegmentationDataset):
 def build_dataset(cfg, split: str, transform=None):
     """The dataset named by a `DataConfig` (synthetic/cityscapes -> Cityscapes reader, camvid). Reading
     never generates anything: prepare the synthetic set first with `fasterseg.data.prepare.prepare_data`."""
-    from ..paths import resolve
-
     root = resolve(cfg.root)
     if cfg.dataset in ("synthetic", "cityscapes"):
         if cfg.dataset == "synthetic" and not (root / "synthetic.json").exists():

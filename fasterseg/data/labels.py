@@ -48,6 +48,24 @@ def colorize(train_ids: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE) ->
     return lut[np.asarray(train_ids, np.uint8)]
 
 
+def overlay(img: np.ndarray, train_ids: np.ndarray, palette: np.ndarray = CITYSCAPES_PALETTE,
+            alpha: float = 0.5) -> np.ndarray:
+    """The colour labels (H, W) blended over the RGB image (H, W, 3) uint8; ignored pixels left as the image."""
+    col = colorize(train_ids, palette).astype(np.float32)
+    out = img.astype(np.float32)
+    m = (np.asarray(train_ids) != IGNORE)[..., None]
+    return np.where(m, (1 - alpha) * out + alpha * col, out).astype(np.uint8)
+
+
+def train_id_to_label_id() -> np.ndarray:
+    """(256,) uint8: Cityscapes train id -> label id (255 -> 0, unlabeled), for the official evaluation."""
+    lut = np.zeros(256, np.uint8)
+    for lab in _CS_LABELS:
+        if 0 <= lab.trainId < 255 and not lab.ignoreInEval:
+            lut[lab.trainId] = lab.id
+    return lut
+
+
 # CamVid, the common 11-class version (SegNet layout): 0..10 classes, 11 = void.
 CAMVID_CLASSES: tuple[str, ...] = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car",
@@ -58,3 +76,20 @@ CAMVID_PALETTE = np.array(
      [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]], np.uint8
 )
 CAMVID_VOID = 11
+
+
+def class_names(dataset: str, num_classes: int) -> tuple[str, ...]:
+    """The class names of a data set (``cityscapes``/``synthetic``: Cityscapes' 19, ``camvid``: CamVid's 11); other
+    class counts are numbered."""
+    names = CAMVID_CLASSES if dataset == "camvid" else CITYSCAPES_CLASSES
+    return names if len(names) == num_classes else tuple(str(i) for i in range(num_classes))
+
+
+def palette(dataset: str, num_classes: int) -> np.ndarray:
+    """RGB colour per train id (num_classes, 3) uint8 of a data set (as `class_names`; others get a fixed spread
+    of colours)."""
+    pal = CAMVID_PALETTE if dataset == "camvid" else CITYSCAPES_PALETTE
+    if len(pal) == num_classes:
+        return pal
+    rng = np.random.default_rng(0)
+    return rng.integers(40, 256, (num_classes, 3)).astype(np.uint8)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cityscapes import DataTreeError, find_cityscapes_samples
+from fasterseg.data.cityscapes import CamVidDataset, DataTreeError, find_cityscapes_samples
+from fasterseg.data.synthetic import SyntheticSpec, ensure
+from fasterseg.paths import resolve
 
 
 def synthetic_spec(cfg):
     """The `SyntheticSpec` of a `DataConfig`."""
-    from .synthetic import SyntheticSpec
-
     return SyntheticSpec(cfg.image_height, cfg.image_width, cfg.num_train, cfg.num_val, cfg.seed)
 
 
@@ -21,20 +21,14 @@ def prepare_data(cfg, progress: bool = True, splits: tuple[str, ...] = ("train",
     ``cityscapes``/``camvid``: the tree is listed (not read) so a wrong root fails here, with the fix.
     Raises `DataTreeError` (or `synthetic.ForeignDataError`) with a one-line message.
     """
-    from ..paths import resolve
-
     root = resolve(cfg.root)
     if cfg.dataset == "synthetic":
-        from .synthetic import ensure
-
         return ensure(root, synthetic_spec(cfg), progress=progress)
     if cfg.dataset == "cityscapes":
         for split in splits:
             find_cityscapes_samples(root, split)
         return root
     if cfg.dataset == "camvid":
-        from .cityscapes import CamVidDataset
-
         for split in splits:
             CamVidDataset(root, split)
         return root

@@ -13,6 +13,7 @@ byte-identical PNG files. Labels are Cityscapes *label ids*; the real Cityscapes
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
 
-from .labels import LABEL_ID, label_id_colors
+from fasterseg.data.labels import LABEL_ID, label_id_colors
 
 CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderton",)}
 FRAME = 19  # Cityscapes annotates frame 19 of each 30-frame snippet
@@ -454,7 +456,6 @@ def generate(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Pa
     """
     if spec.height % 32 or spec.width % 32:
         raise ValueError(f"image size {spec.height}x{spec.width} must be a multiple of 32 (the network's stride)")
-    from tqdm.auto import tqdm
 
     root = Path(root)
     if root.exists() and any(p.name not in (MARKER, LOCK) for p in root.iterdir()):
@@ -530,8 +531,6 @@ def ensure(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path
     files that list names. A folder holding anything else is refused with `ForeignDataError`.
     Safe to call from parallel processes: generation holds a lock file inside `root`.
     """
-    import fcntl
-
     root = Path(root)
 
     def up_to_date() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .labels import IGNORE
+from fasterseg.data.labels import IGNORE
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -14,16 +14,23 @@ the stored scores (both files store the student's, so both pick 1/32 + 1/16). Th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arch import Architecture, Branch, DeriveRules, branch_path, choose_ends, path_ops, path_widths
-from ..config import WIDTH_RATIOS
-from ..ops import PRIMITIVES
-from ..space import SCALE_INDEX, SCALES, SearchSpace
+from fasterseg.config import WIDTH_RATIOS
+from fasterseg.importers.pickle_guard import load_npy_object
+from fasterseg.latency.keys import LatencyKey
+from fasterseg.latency.table import Entry, LatencyTable
+from fasterseg.nets.arch import Architecture, Branch
+from fasterseg.nets.counting import totals
+from fasterseg.nets.derive import DeriveRules, branch_path, choose_ends, path_ops, path_widths
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.space import SCALE_INDEX, SCALES, SearchSpace
 
 PUBLISHED = {0: ("fasterseg_teacher", (1.0, 1.0)), 1: ("fasterseg_student", (8 / 12, 8 / 12))}
 
@@ -85,9 +92,6 @@ def import_published(reference_dir: str | Path, out_dir: str | Path) -> list[Pat
     """Convert ``arch_0.pt`` and ``arch_1.pt`` from `reference_dir` into JSON files in `out_dir`,
     recording each network's parameters and MACs at 1x3x1024x2048 (auxiliary heads included, as the
     original counts them) in ``source.counts``."""
-    from ..counting import totals
-    from ..network import DerivedNet
-
     out = []
     for idx, (name, _) in PUBLISHED.items():
         arch = derive_original(load_arch_file(Path(reference_dir) / f"arch_{idx}.pt"), idx)
@@ -129,12 +133,6 @@ def convert_latency_table(npy_path: str | Path):
     Read with a restricted unpickler (numpy reconstructors only). Keys are renamed into the kit's
     typed keys; unknown key patterns raise ValueError.
     """
-    import re
-
-    from ..latency.keys import LatencyKey
-    from ..latency.table import Entry, LatencyTable
-    from .pickle_guard import load_npy_object
-
     raw = load_npy_object(npy_path)
     entries = {}
     for name, ms in raw.items():

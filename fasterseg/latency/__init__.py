@@ -1,16 +1,16 @@
 """The latency model: lookup tables (build, save, load, predict), backends, the differentiable
 expected latency of a supernet and the latency penalty, validation against end-to-end measurement."""
-from .keys import LatencyKey, network_blocks, space_keys  # noqa: F401
-from .table import LatencyTable, LatencyTableError, MissingEntriesError  # noqa: F401
+from fasterseg.latency.build import space_meta
+from fasterseg.latency.calibrate import check_fit as fit
+from fasterseg.latency.keys import LatencyKey, network_blocks, space_keys  # noqa: F401
+from fasterseg.latency.table import LatencyTable, LatencyTableError, MissingEntriesError  # noqa: F401
+from fasterseg.nets.space import SearchSpace
+from fasterseg.paths import resolve, where_relative_paths_resolve
 
 
 def load_for(cfg, check_space: bool = True, check_fit: bool = False) -> "LatencyTable":
     """The table a `RunConfig` names, checked against its backend, threads, device type, resolution and
     search space; with `check_fit`, also whether it still fits this machine (``latency.calibration``)."""
-    from ..paths import resolve
-    from ..space import SearchSpace
-    from .build import space_meta
-
     lc = cfg.latency
     expect = {"resolution": [lc.height, lc.width], "backend": lc.backend}
     if lc.backend != "tensorrt":  # the imported original table records no thread count
@@ -19,8 +19,6 @@ def load_for(cfg, check_space: bool = True, check_fit: bool = False) -> "Latency
         expect["device_type"] = "cuda" if lc.device.startswith("cuda") else "cpu"
     path = resolve(lc.table)
     if not path.exists():
-        from ..paths import where_relative_paths_resolve
-
         raise LatencyTableError(f"no latency table at {path} (latency.table={lc.table}; "
                                 f"{where_relative_paths_resolve()}); build it with `fasterseg latency build "
                                 f"--profile {cfg.profile}` or set latency.table=")
@@ -37,8 +35,6 @@ def load_for(cfg, check_space: bool = True, check_fit: bool = False) -> "Latency
         table.check_keys(space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width,
                                     glue=table.prices_glue))
     if check_fit:
-        from .calibrate import check_fit as fit
-
         table = fit(table, lc.calibration, lc.table, cfg.profile)
     return table
 

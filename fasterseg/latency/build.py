@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..space import SearchSpace
-from .backends import Backend
-from .keys import LatencyKey, space_keys
-from .table import COLUMNS, Entry, LatencyTable, LatencyTableError, sidecar
+from tqdm.auto import tqdm
+
+from fasterseg.latency.backends import Backend
+from fasterseg.latency.calibrate import probe_meta
+from fasterseg.latency.keys import LatencyKey, space_keys
+from fasterseg.latency.table import COLUMNS, Entry, LatencyTable, LatencyTableError, sidecar
+from fasterseg.nets.space import SearchSpace
 
 
 def space_meta(space: SearchSpace, stem_head_widths, num_classes: int) -> dict:
@@ -27,8 +30,6 @@ def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_hea
                 keys: list[LatencyKey] | None = None) -> LatencyTable:
     """Measure every key of the space at `height` x `width` with `backend` and save to `path`
     (CSV + ``.json`` sidecar). Returns the table."""
-    from tqdm.auto import tqdm
-
     path = Path(path)
     keys = sorted(set(keys if keys is not None else space_keys(space, stem_head_widths, num_classes, height, width)))
     meta = {**backend.describe(), "resolution": [height, width], "batch": 1, "precision": "fp32",
@@ -60,7 +61,6 @@ def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_hea
             f.flush()
     meta.update(complete=True, build_seconds=round(earlier_seconds + time.perf_counter() - t0, 1), entries=len(done))
     table = LatencyTable(done, meta)
-    from .calibrate import probe_meta
 
     table.meta["probe"] = probe_meta(LatencyTable(done, {k: v for k, v in meta.items() if k != "probe"}))
     table.save(path)  # rewrite sorted, with the final metadata

@@ -17,8 +17,11 @@ import statistics
 import time
 import warnings
 
-from .keys import LatencyKey
-from .table import Entry, LatencyTable, LatencyTableError
+import torch
+
+from fasterseg.latency.backends import get_backend
+from fasterseg.latency.keys import LatencyKey
+from fasterseg.latency.table import Entry, LatencyTable, LatencyTableError
 
 TOLERANCE = 0.15
 PROBE_SIZE = 8
@@ -48,8 +51,6 @@ def probe_meta(table: LatencyTable) -> dict:
 
 def runnable_here(table: LatencyTable) -> str | None:
     """None when this machine can re-time the table's blocks, else the reason it cannot."""
-    import torch
-
     backend, dtype = table.meta.get("backend"), table.meta.get("device_type")
     if backend == "tensorrt":
         return "a TensorRT table (the probe needs TensorRT and the GPU it was built on)"
@@ -63,8 +64,6 @@ def runnable_here(table: LatencyTable) -> str | None:
 def measure_fit(table: LatencyTable, samples: int = 5) -> dict:
     """Re-time the probe with the table's backend, threads and device: ``factor`` (median of measured /
     recorded), the per-block ratios, the seconds it took."""
-    from .backends import get_backend
-
     backend = get_backend(table.meta["backend"], threads=int(table.meta.get("threads") or 1),
                           device=table.meta.get("device_type") or "cpu", samples=samples, warmup=2, min_sample_ms=1.0)
     t0 = time.perf_counter()

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..ops import PRIMITIVES
-from ..space import SCALE_INDEX, SCALES, SearchSpace
-from ..supernet import ArchSet
-from .keys import LatencyKey, stem_keys
-from .table import LatencyTable, MissingEntriesError
+from fasterseg.latency.keys import LatencyKey, stem_keys
+from fasterseg.latency.table import LatencyTable, MissingEntriesError
+from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.space import SCALE_INDEX, SCALES, SearchSpace
+from fasterseg.nets.supernet import ArchSet
 
 PAPER_RATES = (1 / 500, 497 / 500, 2 / 500)
 

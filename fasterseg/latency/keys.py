@@ -17,10 +17,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ..arch import Architecture
-from ..network import shared_prefix
-from ..ops import PRIMITIVES, STEMS, ConvBNReLU, Head, build_op, resize
-from ..space import SCALES, SearchSpace
+from fasterseg.nets.arch import Architecture
+from fasterseg.nets.network import shared_prefix
+from fasterseg.nets.ops import PRIMITIVES, STEMS, ConvBNReLU, Head, build_op, resize
+from fasterseg.nets.space import SCALES, SearchSpace
 
 BLOCK_OPS = PRIMITIVES + ("conv1x1", "conv3x3", "fusion", "head", "upcat", "upsample")
 GLUE = ("upcat", "upsample")

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from ..arch import Architecture
-from .keys import LatencyKey, network_blocks
+from fasterseg.latency.keys import LatencyKey, network_blocks
+from fasterseg.nets.arch import Architecture
+from fasterseg.paths import display_path
 
 COLUMNS = ("op", "h", "w", "c_in", "c_out", "stride", "median_ms", "spread_ms", "count")
 
@@ -158,8 +160,6 @@ class LatencyTable:
                                     f"({shown}); rebuild it with `fasterseg latency build --no-resume`")
         table = cls(entries, meta)
         if expect:
-            from ..paths import display_path
-
             table.check_meta(expect, where=display_path(path))
         return table
 
@@ -192,7 +192,6 @@ class LatencyTable:
             if self.meta.get(f) is not None and self.meta.get(f) != desc.get(f):
                 raise LatencyTableError(f"cannot fill missing entries with {desc.get(f)!r}: the table's {f} is "
                                         f"{self.meta.get(f)!r}; measure on the table's own {f}")
-        from tqdm.auto import tqdm
 
         for k in tqdm(miss, desc="measuring missing latency entries"):
             t = backend.time(k.module(), k.input_shape())

@@ -3,17 +3,23 @@ derived networks with the same backend. Reports Spearman rank correlation and me
 percentage error, each with a 95 % bootstrap interval over the networks."""
 from __future__ import annotations
 
+import json
 import warnings
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, spearmanr
+from tqdm.auto import tqdm
 
-from ..arch import DeriveRules, derive
-from ..network import DerivedNet
-from ..space import SearchSpace
-from ..supernet import ArchSet
-from .backends import Backend
-from .table import LatencyTable
+from fasterseg.latency import load_for
+from fasterseg.latency.backends import Backend
+from fasterseg.latency.table import LatencyTable
+from fasterseg.nets.derive import DeriveRules, derive
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import ArchSet
+from fasterseg.paths import write_text
 
 
 def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_classes: int, seed: int = 0,
@@ -43,9 +49,6 @@ def agreement(predicted_ms, measured_ms, resamples: int = 2000, seed: int = 0) -
     (networks resampled with replacement, `resamples` times, seeded): keys ``spearman``,
     ``spearman_ci``, ``mape``, ``mape_ci`` (None under `MIN_NETWORKS_FOR_CI` networks),
     ``median_predicted_over_measured``."""
-    import numpy as np
-    from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, spearmanr
-
     pred, meas = np.asarray(predicted_ms, float), np.asarray(measured_ms, float)
 
     def rho(p, m, axis=-1):  # one row per resample when vectorised
@@ -76,8 +79,6 @@ def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool 
 
     `compare`: further backends that measure the same networks (columns ``measured_ms_<name>``).
     Returns (per-network frame: predicted_ms, measured_ms, spread_ms, ...; summary dict)."""
-    from tqdm.auto import tqdm
-
     h, w = table.resolution
     rows = []
     for arch in tqdm(archs, desc="validating latency table", disable=not progress):
@@ -98,16 +99,10 @@ def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool 
     return df, summary
 
 
-def validate_config(cfg, backend: Backend, out, networks: int, seed: int = 0, compare: list[Backend] = (),
-                    figure: bool = True) -> dict:
+def validate_config(cfg, backend: Backend, out, networks: int, seed: int = 0,
+                    compare: list[Backend] = ()) -> tuple[pd.DataFrame, dict]:
     """Validate the table a config names against `backend` on `networks` random derived networks; writes
-    ``validation.csv``, ``summary.json``, ``config.json`` (and the scatter figure) to `out`; returns the
-    summary."""
-    import json
-
-    from . import load_for
-    from ..paths import write_text
-
+    ``validation.csv``, ``summary.json`` and ``config.json`` to `out`; returns the table and the summary."""
     table = load_for(cfg)
     space = SearchSpace.from_config(cfg.space)
     nets = random_architectures(space, networks, cfg.space.stem_head_widths, cfg.data.num_classes, seed=seed,
@@ -117,13 +112,7 @@ def validate_config(cfg, backend: Backend, out, networks: int, seed: int = 0, co
     df.to_csv(out / "validation.csv", index=False)
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     cfg.save(out / "config.json")
-    if figure:
-        from ..viz.latency_plots import plot_predicted_vs_measured
-        from ..viz.style import save_figure
-
-        ax = plot_predicted_vs_measured(df, summary)
-        save_figure(ax.figure, out / "predicted_vs_measured.png")
-    return summary
+    return df, summary
 
 
 def summary_lines(summary: dict, threads: int) -> list[str]:

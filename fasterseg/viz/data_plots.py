@@ -5,15 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize
-
-
-def overlay(img: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the colour labels over the image (ignored pixels left as the image)."""
-    col = colorize(train_ids).astype(np.float32)
-    out = img.astype(np.float32)
-    m = (train_ids != 255)[..., None]
-    return np.where(m, (1 - alpha) * out + alpha * col, out).astype(np.uint8)
+from fasterseg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize, overlay
 
 
 def plot_samples(samples: list[tuple[np.ndarray, np.ndarray]], titles: list[str] | None = None, axes=None):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-from ..data.labels import IGNORE, colorize
+from fasterseg.data.labels import IGNORE, colorize
+from fasterseg.viz.data_plots import image_grid
 
 
 def plot_overlays(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], titles: list[str] | None = None,
                   stamp: str = ""):
     """A row per image: image | ground truth | prediction, in Cityscapes colours (ignored pixels black).
     `samples`: [(RGB (H, W, 3) uint8, ground-truth train ids (H, W), predicted train ids (H, W))]."""
-    from .data_plots import image_grid
-
     rows = [(img, colorize(gt), colorize(np.where(gt == IGNORE, IGNORE, pred))) for img, gt, pred in samples]
     return image_grid(rows, ("image", "ground truth", "prediction"), titles, stamp)
 
@@ -68,7 +68,6 @@ def plot_training_curves(histories: dict[str, pd.DataFrame], baseline: float | N
         axes[1].axhline(100 * baseline, color="0.3", ls="--", lw=1, label="majority class")
     axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss (OHEM + aux [+ KD])")
     axes[1].set(xlabel="epoch", ylabel="val mIoU (%)", title="validation mIoU, whole images")
-    from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
         ax.title.set_fontsize(9)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import graphviz
 import numpy as np
 
-from ..arch import Architecture
-from ..network import shared_prefix
-from ..ops import PRIMITIVES
-from ..space import SCALE_INDEX
+from fasterseg.nets.arch import Architecture
+from fasterseg.nets.network import shared_prefix
+from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.space import SCALE_INDEX
 
 SHORT = {"skip": "skip", "conv": "conv", "zoomed_conv": "zconv", "conv_2x": "conv×2", "zoomed_conv_2x": "zconv×2"}
 OP_COLORS = {"skip": "#bbbbbb", "conv": "#9ecae1", "zoomed_conv": "#fdd0a2", "conv_2x": "#3182bd",

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..ops import PRIMITIVES
+from fasterseg.nets.ops import PRIMITIVES
 
 
 def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax=None):

@@ -1,12 +1,13 @@
 """Plots of search runs, drawn from the run's history files (never from a live model)."""
 from __future__ import annotations
 
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
 
-from ..ops import PRIMITIVES
+from fasterseg.nets.ops import PRIMITIVES
 
 SCALE_NAMES = {8: "1/8", 16: "1/16", 32: "1/32"}
 
@@ -23,7 +24,6 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
     if axes is None:
         _, axes = plt.subplots(len(scales), len(PRIMITIVES), figsize=(2.2 * len(PRIMITIVES), 1.9 * len(scales)),
                                sharex=True, squeeze=False, layout="constrained")
-    from matplotlib.colors import TwoSlopeNorm
 
     uniform = 1 / len(PRIMITIVES)
     dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # colours span the data's deviation from uniform
@@ -154,8 +154,6 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
     validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}. A quantity that is the same
     in every epoch of every run gets no panel; a line under the panels names it and its value. `axes`: one per
     quantity that changes. Returns the axes."""
-    from matplotlib.ticker import MaxNLocator
-
     styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s")}
     panels = [("skip_share", "skip share of path positions"), ("zoomed_share", "zoomed-operator share"),
               ("first_down_32", "1/32 branch: first down (layer)"), ("latency_ms", "predicted latency (ms)"),

@@ -1,9 +1,15 @@
 """One place for figure output: byte-stable PNG/SVG files."""
 from __future__ import annotations
 
+import base64
+import io
+import json
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
 plt.rcParams["svg.hashsalt"] = "fasterseg"
 
@@ -20,8 +26,6 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 def plotly_png(fig, scale: float = 1.0) -> bytes | None:
     """A PNG of a plotly figure (kaleido, which drives a local Chromium; about 2-3 s per call), or None with a
     warning naming the fix when no browser can render it."""
-    import warnings
-
     try:
         return fig.to_image(format="png", scale=scale)
     except Exception as e:  # kaleido missing, or no Chromium: the interactive figure still shows
@@ -41,9 +45,6 @@ class PlotlyWithPNG:
         self.png = png if png is not None else plotly_png(fig)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        import base64
-        import json
-
         bundle = {"application/vnd.plotly.v1+json": json.loads(self.fig.to_json()),
                   "text/plain": f"<plotly figure: {self.fig.layout.title.text or 'untitled'}>"}
         if self.png:
@@ -56,11 +57,6 @@ def blank_reason(png: bytes) -> str | None:
     markers, heat-maps, graph nodes) and axes, text and grids in grey, so a figure is blank when under 0.3 % of
     its pixels are coloured (chroma > 40 of 255), and single-coloured when one colour (in steps of 16 per
     channel) covers over 90 % of them or fewer than 3 colours occur."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
     coloured = a[(a.max(1) - a.min(1)) > 40] // 16
     if len(coloured) < 0.003 * len(a):

@@ -3,8 +3,10 @@ interactive (plotly, hover shows what each point is)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.colors import to_hex
+import numpy as np
 import pandas as pd
+from matplotlib.colors import to_hex
+from matplotlib.ticker import NullFormatter
 
 KIND_STYLE = {"teacher": ("s", "tab:blue"), "searched student": ("o", "tab:orange"),
               "collapse study": ("D", "tab:purple"), "peer": ("^", "tab:green"), "published": ("*", "tab:red"),
@@ -40,7 +42,6 @@ def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str 
     else:  # far below every network: named in the title instead of squashing the axis
         ax.set_ylim(lo - 0.08 * (hi - lo) - 1, hi + 0.08 * (hi - lo) + 1)
     ax.set_xscale("log")
-    from matplotlib.ticker import NullFormatter
 
     x0, x1 = points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5  # room for the labels
     ax.set_xlim(x0, x1)
@@ -65,8 +66,6 @@ def place_labels(px, py, widths, height: float) -> list[tuple[float, float]]:
     pixels, y up): each label goes to the first spot around its point, or further out, that overlaps no earlier
     label and no point; points are labelled from left to right. Offsets are to the label's lower-left corner when
     dx > 0, its lower-right corner when dx < 0."""
-    import numpy as np
-
     taken = [(x - 6, y - 6, x + 6, y + 6) for x, y in zip(px, py)]  # the markers
     spots = [(7, 4), (7, -12), (-7, 4), (-7, -12), (7, 16), (7, -24), (-7, 16), (-7, -24), (7, 28), (7, -36),
              (20, 40), (20, -48), (-20, 40), (-20, -48)]
@@ -85,8 +84,6 @@ def place_labels(px, py, widths, height: float) -> list[tuple[float, float]]:
 def label_points(ax, x, y, names: list[str], fontsize: float = 8) -> None:
     """Name each point (data coordinates) of a matplotlib axes without overlaps (`place_labels`), with a leader
     line where the label had to move away from its point."""
-    import numpy as np
-
     fig = ax.figure
     fig.canvas.draw()
     pts = ax.transData.transform(np.column_stack([x, y])) * 72 / fig.dpi  # in points
@@ -101,8 +98,6 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     """The same plot as `plot_pareto`, interactive: hover shows name, kind, mIoU ± std, latency, params, GMACs
     and where the numbers come from."""
     import plotly.graph_objects as go
-
-    import numpy as np
 
     fig = go.Figure()
     positions = ["top right", "bottom right", "top left", "bottom left", "middle right", "middle left"]

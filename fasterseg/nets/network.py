@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .arch import Architecture, Branch
-from .ops import ConvBNReLU, Head, Stem, build_op, resize
-from .space import SCALES
+from fasterseg.nets.arch import Architecture, Branch
+from fasterseg.nets.ops import ConvBNReLU, Head, Stem, build_op, resize
+from fasterseg.nets.space import SCALES
 
 
 def shared_prefix(a: Branch, b: Branch) -> int:

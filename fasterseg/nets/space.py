@@ -16,10 +16,12 @@ Architecture parameters per set (shapes as the original, so published files map 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from math import comb
 
-from .config import WIDTH_RATIOS, SpaceConfig
-from .ops import PRIMITIVES, STEMS
+from fasterseg.config import WIDTH_RATIOS, SpaceConfig
+from fasterseg.nets.ops import PRIMITIVES, STEMS
 
 SCALES = (8, 16, 32)
 #: scale (8, 16, 32) -> scale index s (0, 1, 2); the one map from scales to indices
@@ -101,14 +103,10 @@ class SearchSpace:
     # -- size of the space ---------------------------------------------------------------------
     def count_paths(self, last: int) -> int:
         """Number of down-sampling patterns of a branch that ends at scale index `last`."""
-        from math import comb
-
         return comb(self.layers - 1, last)
 
     def size(self) -> dict[str, float]:
         """log10 of the number of discrete choices: operators per node, widths per tensor, paths."""
-        import math
-
         n_nodes = len(self.nodes())
         n_tensors = sum(self.gamma_shape(s, 1)[0] for s in range(3))
         return {

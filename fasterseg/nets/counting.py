@@ -12,6 +12,9 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.ops import PRIMITIVES, build_op
+
 
 def count(model: nn.Module, input_size=(1, 3, 1024, 2048), depth: int = 1) -> pd.DataFrame:
     """Per-module parameters and MACs (grouped by module name up to `depth` dots), plus a ``total`` row.
@@ -83,8 +86,6 @@ def receptive_field(module: nn.Module, c_in: int, size: int = 64) -> int:
 def operator_costs(c: int = 96, h: int = 128, w: int = 256) -> pd.DataFrame:
     """Each operator at stride 1 and 2 on a (c, h, w) input (default: the teacher's 1/8 scale at
     1024x2048): parameters, GMACs, and the receptive field of one application (pixels)."""
-    from .ops import PRIMITIVES, build_op
-
     rows = []
     for stride in (1, 2):
         for name in PRIMITIVES:
@@ -101,8 +102,6 @@ def operator_costs(c: int = 96, h: int = 128, w: int = 256) -> pd.DataFrame:
 def arch_report(arch, height: int = 1024, width: int = 2048, aux: bool = True) -> list[str]:
     """Lines describing an `Architecture`: header, its cell table, and parameters and MACs per part at
     1x3xHxW (with or without the auxiliary training heads)."""
-    from .network import DerivedNet
-
     head = (f"{arch.name}: F={arch.fch}, {arch.num_classes} classes, stem width {arch.stem_width:.3f}, head width "
             f"{arch.head_width:.3f}, branches ending at " + " + ".join(f"1/{b.ends_at}" for b in arch.branches))
     df = count(DerivedNet(arch, aux=aux), (1, 3, height, width))

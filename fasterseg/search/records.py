@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .arch import Architecture, DeriveRules, branch_path, choose_ends, derive, objective
-from .ops import PRIMITIVES, ZOOMED
-from .space import SCALE_INDEX, SCALES
-from .supernet import PREDICTIONS, Supernet
+from fasterseg.nets.arch import Architecture
+from fasterseg.nets.derive import DeriveRules, branch_path, choose_ends, derive, objective
+from fasterseg.nets.ops import PRIMITIVES, ZOOMED
+from fasterseg.nets.space import SCALE_INDEX, SCALES
+from fasterseg.nets.supernet import PREDICTIONS, Supernet
+from fasterseg.runs import RunError, load_history
 
 WIDTH_LABEL = {4 / 12: "4/12", 6 / 12: "6/12", 8 / 12: "8/12", 10 / 12: "10/12", 1.0: "12/12"}
 UNDECIDED_MARGIN = 0.01  # a decision whose best option leads the runner-up by less is "undecided"
@@ -126,3 +128,12 @@ def epoch_line(phase: str, epoch: int, seconds: float, rows: list[dict]) -> str:
                    f"({r['fps']:.0f} FPS) lam {r['lam']:.3g} skip {r['skip_share']:.2f} zoom {r['zoomed_share']:.2f} "
                    f"undecided {r['undecided']:.0%}" for r in rows)
     return f"[search {epoch + 1}] {seconds:.0f} s | {s}"
+
+
+def final_arch(run: str | Path, arch_set: str = "student"):
+    """The architecture of `arch_set` after the last search epoch of a search run."""
+    ep = load_history(run)["epochs"]
+    rows = ep[(ep["arch_set"] == arch_set) & (ep["phase"] == "search")]
+    if rows.empty:
+        raise RunError(f"{run} has no finished search epoch for the architecture set {arch_set!r}")
+    return Architecture.load(Path(run) / rows.iloc[-1]["arch_file"])

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fasterseg.config_checks import STEM_KINDS
+
 PRIMITIVES: tuple[str, ...] = ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x")
 #: names used by the original implementation, same order
 ORIGINAL_NAMES: tuple[str, ...] = ("skip", "conv", "conv_downup", "conv_2x", "conv_2x_downup")
@@ -231,6 +233,7 @@ class ConvBNReLU(nn.Module):
 # The stem's three stride-2 stages per kind, as latency-table operators: "original" is the paper's (a 3x3
 # conv-BN-ReLU, then two `conv_2x` blocks), "light" keeps one 3x3 conv-BN-ReLU per stage.
 STEMS = {"original": ("conv3x3", "conv_2x", "conv_2x"), "light": ("conv3x3", "conv", "conv")}
+assert tuple(STEMS) == STEM_KINDS
 
 
 class Stem(nn.Module):

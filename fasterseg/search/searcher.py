@@ -11,36 +11,29 @@ Phases (docs/method.md, "Search procedure"):
 
 After each search epoch every set is derived (both branch pairs, priced with the latency table, the pair
 with the best mIoU x (latency/target)^-0.07 kept), diagnosed for collapse, and its lambda adapted
-(`adapt_lambda`). `Searcher` holds the state and the steps (no files); `run_search` drives it in a run
-folder (`fasterseg.runs`): ``history/{steps,arch,epochs,lambda}.csv``, ``archs/<set>_search_epochNN.json``,
+(`adapt_lambda`). `Searcher` holds the state and the steps (no files); `search.run.run_search` drives
+it in a run folder (`fasterseg.runs`): ``history/{steps,arch,epochs,lambda}.csv``, ``archs/<set>_search_epochNN.json``,
 checkpoints. Everything random is seeded: batches by (seed, epoch, step), transforms by (seed, epoch,
 index), Gumbel noise and random widths by the supernet's own CPU generator, which is checkpointed.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 
-from .arch import DeriveRules
-from .config import RunConfig
-from .data.batching import batch_at, split_train
-from .data.cityscapes import build_dataset
-from .data.prepare import prepare_data
-from .data.transforms import EvalTransform, TrainTransform
-from .latency.expected import ExpectedLatency, LatencyPenalty
-from .losses import downsample_labels, ohem_cross_entropy, supernet_weight_loss
-from .metrics import SegMeter
-from .runs import RunDir, RunError, StopFlag
-from .runtime import Runtime
-from .search_records import (ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, review_set,
-                             step_columns)
-from .space import SearchSpace
-from .supernet import PREDICTIONS, Supernet
+from fasterseg.config import RunConfig
+from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
+from fasterseg.losses import ohem_cross_entropy
+from fasterseg.metrics import SegMeter
+from fasterseg.nets.derive import DeriveRules
+from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.supernet import PREDICTIONS, Supernet
+from fasterseg.runs import Position, RunError
+from fasterseg.runtime import Runtime
+from fasterseg.search.losses import downsample_labels, supernet_weight_loss
+from fasterseg.search.records import review_set
 
 SEARCH_SECTIONS = ("data", "space", "latency", "search", "runtime")
 PHASES = ("pretrain", "search")
@@ -60,13 +53,6 @@ def adapt_lambda(lam: float, fps: list[float], fps_min: float, fps_max: float) -
         return lam * 2, f"FPS below the band's min {fps_min:g}"
     return lam, None
 
-
-@dataclass
-class Position:
-    phase: str = "pretrain"
-    epoch: int = 0
-    epoch_step: int = 0  # steps done in this epoch
-    step: int = 0  # global steps done
 
 
 class Searcher:
@@ -208,170 +194,3 @@ class Searcher:
         self.net.generator.set_state(state["generator"])
 
 
-def search_data(cfg: RunConfig):
-    """(train dataset, val dataset, weight-half indices, arch-half indices) of a search, checked for size
-    (the data must be prepared: `fasterseg.data.prepare.prepare_data`)."""
-    sc = cfg.search
-    train = build_dataset(cfg.data, "train")
-    val = build_dataset(cfg.data, "val", EvalTransform(sc.downsample))
-    w_idx, a_idx = split_train(len(train), sc.train_portion, sc.seed)
-    need = max(sc.batch_size, sc.pretrain_batch_size)
-    if min(len(w_idx), len(a_idx)) < need or len(val) == 0:
-        raise SearchError(
-            f"the data is too small: {len(train)} training images split into {len(w_idx)} for weight steps and "
-            f"{len(a_idx)} for architecture steps (search.train_portion {sc.train_portion}), {len(val)} validation "
-            f"images; each half needs at least the batch size ({need}). Add images (data.num_train) or lower the "
-            "batch size")
-    if sc.val_images:
-        val.samples = val.samples[: sc.val_images]
-    return train, val, w_idx, a_idx
-
-
-class SearchRun:
-    """A `Searcher` driven through both phases in a run folder, with its records and checkpoints."""
-
-    def __init__(self, cfg: RunConfig, run: RunDir, lut, runtime: Runtime, data: tuple, progress: bool = True,
-                 on_epoch: Callable[[list[dict]], None] | None = None):
-        self.cfg, self.run, self.progress, self.on_epoch = cfg, run, progress, on_epoch
-        self.train, self.val, self.w_idx, self.a_idx = data
-        self.s = Searcher(cfg, lut, runtime)
-        names = self.s.net.names
-        self.tables = {"steps": run.table("steps", step_columns(names)), "arch": run.table("arch", ARCH_COLUMNS),
-                       "epochs": run.table("epochs", EPOCH_COLUMNS),
-                       "lambda": run.table("lambda", LAMBDA_COLUMNS)} if run.main else {}
-
-    def resume(self) -> str:
-        state, path = self.run.load_checkpoint()
-        self.s.load_state_dict(state)
-        for t in self.tables.values():
-            t.truncate_after(self.s.pos.step)
-        p = self.s.pos
-        return f"resumed from {path.name}: {p.phase} epoch {p.epoch + 1}, step {p.step}"
-
-    def save(self) -> Path:
-        return self.run.save_checkpoint(self.s.state_dict(), self.s.pos.step)
-
-    def steps_per_epoch(self, phase: str) -> int:
-        sc = self.cfg.search
-        return sc.steps_per_epoch or max(1, len(self.w_idx) // (sc.pretrain_batch_size if phase == "pretrain"
-                                                                 else sc.batch_size))
-
-    def batch(self, indices, batch_size: int, data_epoch: int, step: int, salt: int):
-        """This rank's share of the batch of (data epoch, step) from `indices` (salt 1: weights, 2: arch)."""
-        rt = self.s.rt
-        return batch_at(self.train, indices, batch_size, data_epoch, step, self.cfg.search.seed, salt, rt.rank,
-                        rt.world)
-
-    def total_steps(self) -> int:
-        sc = self.cfg.search
-        return sum(n * self.steps_per_epoch(ph) for ph, n in zip(PHASES, (sc.pretrain_epochs, sc.search_epochs)))
-
-    def run_phases(self, max_steps: int | None = None, stop: StopFlag | None = None) -> str:
-        """Run (or continue) both phases; stop after `max_steps` steps of this call, or at the next step
-        when `stop` is requested. Returns ``done``, ``capped`` or ``interrupted``."""
-        from tqdm.auto import tqdm
-
-        sc, s, rt = self.cfg.search, self.s, self.s.rt
-        budget = None if max_steps is None else s.pos.step + max_steps
-        if rt.main and s.pos.step == 0 and s.pos.phase == "pretrain" and s.pos.epoch_step == 0:
-            self.tables["arch"].add(arch_rows(s.net, 0, "pretrain", 0))
-        for phase, n_epochs in list(zip(PHASES, (sc.pretrain_epochs, sc.search_epochs)))[PHASES.index(s.pos.phase):]:
-            if phase != s.pos.phase:
-                s.pos = Position(phase, 0, 0, s.pos.step)
-                s.new_weight_optimizer()
-            crop = sc.pretrain_crop if phase == "pretrain" else sc.crop
-            self.train.transform = TrainTransform(*crop, sc.scale_min, sc.scale_max, downsample=sc.downsample)
-            bs = sc.pretrain_batch_size if phase == "pretrain" else sc.batch_size
-            steps = self.steps_per_epoch(phase)
-            for epoch in range(s.pos.epoch, n_epochs):
-                t0 = time.perf_counter()
-                data_epoch = epoch if phase == "pretrain" else sc.pretrain_epochs + epoch  # fresh crops per phase
-                bar = tqdm(range(s.pos.epoch_step, steps), desc=f"{phase} {epoch + 1}/{n_epochs}",
-                           disable=not (self.progress and rt.main), leave=False)
-                for es in bar:
-                    if budget is not None and s.pos.step >= budget:
-                        return "capped"
-                    if stop is not None and stop.requested:
-                        return "interrupted"
-                    t = time.perf_counter()
-                    arch_batch = self.batch(self.a_idx, bs, data_epoch, es, 2) if phase == "search" else None
-                    row = s.step(phase, self.batch(self.w_idx, bs, data_epoch, es, 1), arch_batch)
-                    s.pos.epoch_step, s.pos.step = es + 1, s.pos.step + 1
-                    row.update(step=s.pos.step, phase=phase, epoch=epoch, seconds=time.perf_counter() - t)
-                    bar.set_postfix(loss=f"{row['loss_weight']:.2f}")
-                    if rt.main:
-                        self.tables["steps"].add([row])
-                        if phase == "search" and s.pos.step % sc.log_every == 0:
-                            self.tables["arch"].add(arch_rows(s.net, s.pos.step, phase, epoch))
-                        if s.pos.step % sc.checkpoint_every == 0 and s.pos.epoch_step < steps:
-                            self.save()
-                s.sched.step()
-                self.end_epoch(phase, epoch, time.perf_counter() - t0)
-                s.pos = Position(phase, epoch + 1, 0, s.pos.step)
-                if rt.main:
-                    self.save()
-        return "done"
-
-    def end_epoch(self, phase: str, epoch: int, seconds: float) -> None:
-        reviews, changes = self.s.review(self.val, epoch, self.run.path.name)
-        rows = [r.row for r in reviews]
-        if not self.s.rt.main:
-            return
-        for r in reviews:
-            if r.arch is not None:
-                r.arch.save(self.run.path / r.row["arch_file"])
-        self.tables["epochs"].add(rows)
-        self.tables["lambda"].add(changes)
-        if self.progress:
-            print(epoch_line(phase, epoch, seconds, rows), flush=True)
-        if self.on_epoch:
-            self.on_epoch(rows)
-
-
-def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
-               max_steps: int | None = None, on_epoch: Callable[[list[dict]], None] | None = None) -> Path:
-    """Run a search into `out` (or continue it with `resume`); returns the run folder.
-
-    The whole config is validated first, then the data prepared and the latency table checked, and only
-    then the folder opened (locked). `max_steps` stops after that many steps of this call, with a
-    checkpoint. Raises `SearchError`/`RunError`/`ConfigError` with one-line messages; on Ctrl-C or a
-    non-finite loss the run is marked stopped/failed and its last checkpoint kept (`runs.drive`).
-    Under torchrun every rank calls it; rank 0 writes.
-    """
-    from .latency import load_for
-    from .paths import check_writable
-    from .runs import already_done, drive
-
-    say = print if progress else (lambda *a, **k: None)
-    cfg.validate(SEARCH_SECTIONS)
-    check_writable(out)
-    if resume and already_done(out, "search", cfg, SEARCH_SECTIONS):
-        say(f"the search in {out} is already complete; nothing to do")
-        return Path(out)
-    runtime = Runtime.start(cfg.runtime)
-    for name in ("batch_size", "pretrain_batch_size"):
-        b = getattr(cfg.search, name)
-        if b % runtime.world or b // runtime.world < 2:
-            raise SearchError(f"search.{name}={b} must split into at least 2 images on each of the {runtime.world} "
-                              "processes (batch norm needs more than one image)")
-    if runtime.main:
-        prepare_data(cfg.data, progress=progress)
-    runtime.barrier()
-    lut = load_for(cfg, check_fit=True)
-    data = search_data(cfg)
-    if runtime.main:
-        run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume)
-    runtime.barrier()
-    if not runtime.main:
-        run = RunDir.attach(out, "search")
-    try:
-        sr = SearchRun(cfg, run, lut, runtime, data, progress, on_epoch)
-        if resume and any(run.checkpoints.paths()):
-            msg = sr.resume()
-            if runtime.main:
-                say(msg)
-        drive(run, lambda stop: sr.run_phases(max_steps, stop), sr.save, lambda: sr.s.pos.step, sr.total_steps(),
-              max_steps, SearchError, say)
-    finally:
-        run.close()
-    return run.path

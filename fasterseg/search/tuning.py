@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -17,11 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .arch import Architecture
-from .latency.expected import ExpectedLatency, LatencyPenalty
-from .ops import PRIMITIVES
-from .space import SCALES, SearchSpace
-from .supernet import ArchSet
+from fasterseg.config import RunConfig
+from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
+from fasterseg.nets.arch import Architecture
+from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.space import SCALES, SearchSpace
+from fasterseg.nets.supernet import ArchSet
+from fasterseg.runs import load_history
+from fasterseg.search.records import final_arch
+from fasterseg.search.run import run_search
 
 
 def load_sweep(folder: str | Path) -> pd.DataFrame:
@@ -35,8 +40,6 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
 def sweep_config(folder: str | Path):
     """The config a λ sweep was searched with (its first run's stored ``config.json``; λ and the penalty mode
     are the ones each run changes)."""
-    from .config import RunConfig
-
     folder = Path(folder)
     first = pd.read_csv(folder / "sweep.csv")["run"].iloc[0]
     return RunConfig.load(folder / first / "config.json")
@@ -116,11 +119,6 @@ def histograms(arch: Architecture) -> tuple[pd.Series, pd.Series]:
 def live_search(cfg, lam: float, penalty: str, out: str | Path, on_epoch=None) -> dict:
     """A search of `cfg` at the student's latency weight `lam` (fixed) and `penalty` into
     ``<out>/live-<penalty>-lam<lam>``; returns its sweep row (as `studies.run_sweep` writes them)."""
-    import copy
-
-    from .runs import final_arch, load_history
-    from .search import run_search
-
     c = copy.deepcopy(cfg)
     c.latency.penalty, c.search.adapt_lambda = penalty, False
     c.search.lam = tuple([0.0] + [float(lam)] * (c.n_sets - 1))

@@ -1,108 +1,42 @@
-"""Whole-image evaluation of a trained network, its reference point and its measured latency.
+"""Evaluating a finished training run: scores, reference point, size and measured latency, written to files.
 
-- `predict_logits`: logits (N, C, H, W) of images padded to multiples of 32, optionally averaged with
-  the horizontally flipped image (the original evaluates with flip), cropped back to the input size.
-- `evaluate_model`: the confusion matrix over a validation split at its full resolution, hence mIoU,
-  per-class IoU and pixel accuracy (`metrics.SegScores`); data-parallel ranks each take a share of the
-  images and the matrices are summed.
-- `majority_baseline`: predicting the most frequent training class everywhere, so every mIoU has a
-  reference point.
+- `evaluate_run`: mIoU (whole validation images, `evaluate.scores`), the majority baseline, parameters and
+  multiply-adds, and the latency of the deployed form, written to ``<run>/eval/`` (metrics.json,
+  per_class.csv, confusion.csv, overlays.png, confusion.png); `fasterseg evaluate`.
 - `measure_latency`: the same network timed with the latency backends at the deployment resolution.
-- `evaluate_run`: all of the above for a training run, written to ``<run>/eval/`` (metrics.json,
-  per_class.csv, confusion.csv, overlays); `fasterseg evaluate`.
+- `retime_runs`: many runs timed in one round-robin pass (`timing.interleaved_many`), comparable across runs.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from .data.labels import IGNORE
-from .metrics import SegMeter, SegScores
-from .paths import display_path
-
-
-def _pad32(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % 32, (-w) % 32
-    return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), h, w
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """Logits (N, C, H, W) of images x (N, 3, H, W), any H and W (padded to multiples of 32, cropped back);
-    with `flip`, averaged with the prediction of the mirrored image."""
-    xp, h, w = _pad32(x)
-    y = model(xp)
-    if flip:
-        y = (y + model(xp.flip(-1)).flip(-1)) / 2
-    return y[..., :h, :w].float()
-
-
-@torch.no_grad()
-def evaluate_model(model: torch.nn.Module, dataset, num_classes: int, flip: bool = False, batch_size: int = 1,
-                   images: int = 0, runtime=None, progress: bool = False) -> tuple[SegScores, np.ndarray]:
-    """(scores, confusion matrix (C, C), rows = ground truth) of `model` on `dataset` (an evaluation
-    dataset: whole images, labels at full resolution). `images` > 0 evaluates the first that many."""
-    from tqdm.auto import tqdm
-
-    from .runtime import Runtime
-
-    rt = runtime or Runtime(next(model.parameters()).device)
-    n = min(len(dataset), images) if images else len(dataset)
-    mine = list(range(rt.rank, n, rt.world))
-    was_training = model.training
-    model.eval()
-    meter = SegMeter(num_classes)
-    for k in tqdm(range(0, len(mine), batch_size), desc="evaluate", disable=not progress, leave=False):
-        xs, ys = zip(*(dataset[i] for i in mine[k:k + batch_size]))
-        x, y = rt.to(torch.stack(xs), torch.stack(ys))
-        with rt.autocast():
-            logits = predict_logits(model, x, flip)
-        meter.update(logits, y)
-    model.train(was_training)
-    cm = rt.all_reduce_sum(meter.cm)
-    return SegScores.from_confusion(cm), cm
-
-
-def class_pixels(dataset, num_classes: int, images: int = 0) -> np.ndarray:
-    """Labelled pixels per class (int64, length C) over a dataset's label maps (no image decoding)."""
-    counts = np.zeros(num_classes, np.int64)
-    n = min(len(dataset), images) if images else len(dataset)
-    for i in range(n):
-        lab = dataset.load(i)[1]
-        lab = lab[lab != IGNORE]
-        counts += np.bincount(lab.ravel(), minlength=num_classes)[:num_classes]
-    return counts
-
-
-def majority_baseline(train, val, num_classes: int, images: int = 0) -> dict:
-    """mIoU and pixel accuracy of predicting the most frequent training class at every pixel of `val`."""
-    cls = int(class_pixels(train, num_classes).argmax())
-    gt = class_pixels(val, num_classes, images)
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    cm[:, cls] = gt
-    s = SegScores.from_confusion(cm)
-    return {"class": cls, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy}
-
-
-def per_class_table(scores: SegScores, cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """Per-class IoU (and the ground-truth pixel share) as a table indexed by class name."""
-    gt = cm.sum(1)
-    return pd.DataFrame({"iou": scores.iou, "gt_share": gt / max(1, gt.sum())},
-                        index=pd.Index(class_names[: len(gt)], name="class"))
+from fasterseg.data.cityscapes import build_dataset
+from fasterseg.data.labels import CITYSCAPES_CLASSES
+from fasterseg.data.prepare import prepare_data
+from fasterseg.data.transforms import EvalTransform
+from fasterseg.evaluate.scores import evaluate_model, majority_baseline, per_class_table
+from fasterseg.latency.backends import get_backend
+from fasterseg.metrics import SegScores
+from fasterseg.nets.build import inference_copy, inference_network, load_trained, predict_logits
+from fasterseg.nets.counting import totals
+from fasterseg.paths import display_path
+from fasterseg.runs import RunError, atomic_write
+from fasterseg.timing import interleaved_many
+from fasterseg.viz.eval_plots import plot_confusion, plot_overlays
+from fasterseg.viz.style import save_figure
 
 
 def measure_latency(model: torch.nn.Module, height: int, width: int, backends: tuple[str, ...], threads: int = 1,
                     device: str = "cpu") -> list[dict]:
     """Latency (ms, median with spread) of `model` (inference form: no auxiliary heads) at 1x3xHxW on
     each backend, with what every figure must name: backend, device, threads, precision, resolution, batch."""
-    from .latency.backends import get_backend
-
     rows = []
     for name in backends:
         try:
@@ -125,8 +59,6 @@ def latency_entry(backend, median_ms: float, spread_ms: float, height: int, widt
 
 def write_latency(run: str | Path, entries: list[dict]) -> None:
     """Replace the ``latency`` entries of a run's ``eval/metrics.json`` (scores untouched)."""
-    from .runs import RunError, atomic_write
-
     f = Path(run) / "eval" / "metrics.json"
     if not f.exists():
         raise RunError(f"{run} has not been evaluated (no eval/metrics.json); evaluate it first: fasterseg evaluate "
@@ -138,8 +70,6 @@ def write_latency(run: str | Path, entries: list[dict]) -> None:
 
 def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[str], extra: dict) -> Path:
     """Write ``metrics.json``, ``per_class.csv`` and ``confusion.csv`` into `out`; returns `out`."""
-    from .runs import atomic_write
-
     out.mkdir(parents=True, exist_ok=True)
     per_class_table(scores, cm, class_names).to_csv(out / "per_class.csv")
     names = class_names[: cm.shape[0]]
@@ -147,42 +77,6 @@ def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[st
     metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
     atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return out
-
-
-def load_trained(run: str | Path, which: str = "best", aux: bool = False) -> tuple[torch.nn.Module, dict]:
-    """The network of a finished training run with its `which` (best | last) weights, and its model spec
-    (``aux=False``: the inference network, auxiliary heads left out). ``which="init"``: the run's architecture
-    freshly initialised, no weights loaded (for timing in a checkout that holds no weights)."""
-    from .runs import RunError
-    from .train import build_model, model_weights_path
-
-    run = Path(run)
-    f = run / "model.json"
-    if not f.exists():
-        raise RunError(f"{run} holds no trained model (no model.json); train one with fasterseg train")
-    spec = json.loads(f.read_text())
-    if which == "init":
-        return build_model(spec, spec["num_classes"], aux=aux).eval(), spec
-    weights = model_weights_path(run, which)
-    if not weights.exists():
-        raise RunError(f"{run} has no {weights.name}: the training is unfinished; finish it with "
-                       f"fasterseg train --resume --out {run}")
-    model = build_model(spec, spec["num_classes"], aux=aux)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not aux:
-        keys = set(model.state_dict())
-        state = {k: v for k, v in state.items() if k in keys or not _is_aux(k)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise RunError(f"{weights} does not fit the architecture in {f}: {str(e).splitlines()[0]}") from None
-    return model.eval(), spec
-
-
-def _is_aux(key: str) -> bool:
-    """State-dict keys of auxiliary training heads (derived networks: head16/head32; peers: aux*)."""
-    first = key.split(".")[0]
-    return first in ("head16", "head32") or first.startswith("aux")
 
 
 def overlay_samples(model: torch.nn.Module, dataset, n: int, flip: bool = False) -> list[tuple]:
@@ -202,21 +96,9 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     with the majority baseline, size and measured latency; writes ``<run>/eval/`` (metrics.json,
     per_class.csv, confusion.csv, overlays.png, confusion.png). Returns the metrics."""
     if which == "init":
-        from .runs import RunError
-
         raise RunError("--weights init times a freshly initialised copy: it goes with --latency-only only")
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .counting import totals
-    from .data.cityscapes import build_dataset
-    from .data.labels import CITYSCAPES_CLASSES
-    from .data.prepare import prepare_data
-    from .data.transforms import EvalTransform
-    from .viz.eval_plots import plot_confusion, plot_overlays
-    from .viz.style import save_figure
 
     e, d = cfg.eval, cfg.data
     run = Path(run)
@@ -228,7 +110,6 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     torch.set_num_threads(threads)
     scores, cm = evaluate_model(model, val, d.num_classes, e.flip, e.batch_size, e.images, progress=progress)
     base = majority_baseline(train, val, d.num_classes, e.images)
-    from .export import inference_copy
 
     net = inference_copy(model)  # BN folded, logits only: the deployed form
     params, gmacs = totals(net, (1, 3, e.latency_height, e.latency_width))
@@ -265,15 +146,6 @@ def summary_lines(m: dict) -> list[str]:
     return lines + [f"written to {Path(m['run']) / 'eval'}"]
 
 
-def inference_network(run: str | Path, which: str = "best") -> torch.nn.Module:
-    """The run's network as deployed (auxiliary heads left out, BN folded) with its `which` weights: best | last,
-    or ``init`` (the run's architecture freshly initialised, for a checkout that holds no weights: dense fp32
-    kernels take the same time whatever the weight values)."""
-    from .export import inference_copy
-
-    return inference_copy(load_trained(run, which)[0])
-
-
 def remeasure_latency(cfg, run: str | Path, which: str = "best") -> list[dict]:
     """Time a trained run's inference network again (as `evaluate_run` does) and replace the ``latency``
     entries of its ``eval/metrics.json``: for a clean figure taken when nothing else runs on the machine.
@@ -292,10 +164,6 @@ def retime_runs(cfg, runs: list[Path], which: str = "init", rounds: int = 10, pr
     each run's ``latency`` entries into its ``eval/metrics.json``. Comparable across runs on a machine whose
     speed drifts. A backend that cannot run here is recorded as skipped. Returns {"runs": {run: [entries]},
     "rounds", "weights", "reference_gmacs_per_s"}."""
-    from .bench import interleaved_many
-    from .latency.backends import get_backend
-    from .runs import RunError
-
     if not runs:
         raise RunError("no trained runs to time (folders with model.json and eval/metrics.json)")
     e = cfg.eval

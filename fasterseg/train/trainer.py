@@ -17,26 +17,32 @@ process accumulating the same micro-batches (``train.accumulate``).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
-from .config import RunConfig
-from .data.batching import chunk, epoch_batches
-from .data.cityscapes import build_dataset
-from .data.prepare import prepare_data
-from .data.transforms import EvalTransform, TrainTransform
-from .distill import Teacher, kd_loss
-from .losses import ohem_cross_entropy
-from .runs import RunDir, RunError, StopFlag, already_done, drive
-from .runtime import Runtime
-from .paths import display_path
+from fasterseg.config import RunConfig
+from fasterseg.data.batching import chunk, epoch_batches
+from fasterseg.data.cityscapes import build_dataset
+from fasterseg.data.prepare import prepare_data
+from fasterseg.data.transforms import EvalTransform, TrainTransform
+from fasterseg.evaluate.scores import evaluate_model
+from fasterseg.losses import segmentation_loss
+from fasterseg.nets.build import build_model, kaiming_init, model_spec, model_weights_path
+from fasterseg.nets.footprint import check_run
+from fasterseg.paths import check_writable, display_path
+from fasterseg.runs import Position, RunDir, RunError, RunLoop, StopFlag, already_done, atomic_write, drive
+from fasterseg.runtime import Runtime
+from fasterseg.train.distill import Teacher, kd_loss
 
 TRAIN_SECTIONS = ("data", "train", "distill", "runtime")
 EXPLODING_LOSS = 1e3  # a step loss above this (cross-entropy starts near ln(19) ~ 3) stops the run
@@ -49,77 +55,9 @@ class TrainError(RunError):
 
 
 # -- what is trained ---------------------------------------------------------------------------------------
-def model_spec(model: str | Path | dict, num_classes: int) -> dict:
-    """The JSON description of a network to train: ``peer:<name>`` (see `fasterseg.peers`), a published
-    name, or an architecture JSON file. Raises `ArchitectureError`/`ValueError` with a one-line message."""
-    if isinstance(model, dict):
-        return model
-    text = str(model)
-    if text.startswith("peer:"):
-        from .peers import PEERS
-
-        name = text[5:]
-        if name not in PEERS:
-            raise ValueError(f"unknown peer {name!r}; choose one of {', '.join('peer:' + p for p in PEERS)}")
-        return {"kind": "peer", "name": name, "num_classes": num_classes}
-    from . import published
-
-    arch = published.resolve(text)
-    if arch.num_classes != num_classes:
-        raise ValueError(f"{text} predicts {arch.num_classes} classes but data.num_classes={num_classes}")
-    return {"kind": "arch", "arch": json.loads(arch.to_json()), "num_classes": num_classes}
-
-
-def build_model(spec: dict, num_classes: int, aux: bool = True) -> nn.Module:
-    """The network of a `model_spec`; with its auxiliary training heads `forward(x, aux=True)` returns
-    (logits, aux16, aux32), all at the input size (``aux=False``: the inference network only)."""
-    if spec["kind"] == "peer":
-        from .peers import PEERS
-
-        return PEERS[spec["name"]](num_classes, aux=aux)
-    from .arch import Architecture
-    from .network import DerivedNet
-
-    return DerivedNet(Architecture.from_dict(spec["arch"]), aux=aux)
-
-
-def kaiming_init(model: nn.Module) -> None:
-    """The original's initialisation: Kaiming normal (fan-in, ReLU) convolutions, BN weight 1, bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def model_weights_path(run: Path, which: str = "best") -> Path:
-    return Path(run) / f"model_{which}.pt"
-
-
-def segmentation_loss(outputs, y: torch.Tensor, tc) -> tuple[torch.Tensor, dict[str, float]]:
-    """OHEM on the final logits + aux_weight x OHEM on each auxiliary head present (`tc`: `TrainConfig`)."""
-    main, *aux = outputs
-    keep = int(tc.ohem_keep * y.numel())
-    loss_main = ohem_cross_entropy(main.float(), y, tc.ohem_thresh, keep)
-    loss_aux = sum((ohem_cross_entropy(a.float(), y, tc.ohem_thresh, keep) for a in aux if a is not None),
-                   torch.zeros((), device=y.device))
-    return loss_main + tc.aux_weight * loss_aux, {"loss_main": float(loss_main.detach()),
-                                                 "loss_aux": float(loss_aux.detach())}
 
 
 # -- the trainer -----------------------------------------------------------------------------------------
-@dataclass
-class Position:
-    epoch: int = 0
-    epoch_step: int = 0
-    step: int = 0
-    best_miou: float = -1.0
-    best_epoch: int = -1
-
-
 class Trainer:
     """The state of one training (model, optimiser, schedule, position) and its step; no files."""
 
@@ -137,7 +75,7 @@ class Trainer:
                                    weight_decay=tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, tc.lr_decay)
         self.scaler = runtime.scaler()
-        self.pos = Position()
+        self.pos = Position("train")
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One optimiser step on this rank's batch (N, 3, H, W), (N, H, W), in ``train.accumulate``
@@ -180,8 +118,6 @@ class Trainer:
 
     def validate(self, val) -> tuple[float, float]:
         """(mIoU, pixel accuracy) on the validation split, whole images at full resolution."""
-        from .evaluate import evaluate_model
-
         e = self.cfg.eval
         scores, _ = evaluate_model(self.model, val, self.cfg.data.num_classes, flip=False, batch_size=e.batch_size,
                                    images=self.cfg.train.val_images, runtime=self.rt)
@@ -202,43 +138,29 @@ class Trainer:
 
 
 def _null():
-    import contextlib
-
     return contextlib.nullcontext()
 
 
 # -- the run ---------------------------------------------------------------------------------------------
-class TrainRun:
+class TrainRun(RunLoop):
     """A `Trainer` driven through its epochs in a run folder, with records, validation and checkpoints."""
 
     def __init__(self, cfg: RunConfig, run: RunDir, trainer: Trainer, progress: bool = True,
                  on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None):
-        self.cfg, self.run, self.t, self.progress = cfg, run, trainer, progress
+        super().__init__(run, trainer, {"steps": run.table("steps", STEP_COLUMNS),
+                                        "epochs": run.table("epochs", EPOCH_COLUMNS)} if run.main else {})
+        self.cfg, self.t, self.progress = cfg, trainer, progress
         self.on_step, self.on_epoch = on_step, on_epoch
         tc = cfg.train
         self.train = build_dataset(cfg.data, "train", TrainTransform(*tc.crop, tc.scale_min, tc.scale_max,
                                                                      flip=tc.flip))
         self.val = build_dataset(cfg.data, "val", EvalTransform())
         self.indices = np.arange(len(self.train))
-        self.tables = {"steps": run.table("steps", STEP_COLUMNS),
-                       "epochs": run.table("epochs", EPOCH_COLUMNS)} if run.main else {}
 
     def total_steps(self) -> int:
         return self.cfg.train.epochs * self.cfg.train.steps_per_epoch
 
-    def save(self, tag: str = "last") -> Path | None:
-        return self.run.save_checkpoint(self.t.state_dict(), self.t.pos.step, tag) if self.run.main else None
-
-    def resume(self) -> str:
-        state, path = self.run.load_checkpoint()
-        self.t.load_state_dict(state)
-        for t in self.tables.values():
-            t.truncate_after(self.t.pos.step)
-        return f"resumed from {path.name}: epoch {self.t.pos.epoch + 1}, step {self.t.pos.step}"
-
     def loop(self, max_steps: int | None, stop: StopFlag | None) -> str:
-        from tqdm.auto import tqdm
-
         tc, t, rt = self.cfg.train, self.t, self.t.rt
         budget = None if max_steps is None else t.pos.step + max_steps
         for epoch in range(t.pos.epoch, tc.epochs):
@@ -295,14 +217,10 @@ class TrainRun:
 
     def write_weights(self) -> None:
         """model_last.pt and model_best.pt: state dicts of the final and of the best-validated model."""
-        from .runs import atomic_write
-
         if not self.run.main:
             return
         for which, state in (("last", self.t.model.state_dict()),
                              ("best", self.run.load_checkpoint("best")[0]["model"])):
-            import io
-
             buf = io.BytesIO()
             torch.save(state, buf)
             atomic_write(model_weights_path(self.run.path, which), buf.getvalue())
@@ -315,10 +233,8 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
     training run `teacher` when given; `resume` continues it. Returns the run folder. Like `run_search`:
     validates everything first, refuses another run's folder or a changed config or model, stops cleanly
     on Ctrl-C, a non-finite or exploding loss, or after `max_steps` steps of this call."""
-    from .paths import check_writable
-
     say = print if progress else (lambda *a, **k: None)
-    cfg.validate(TRAIN_SECTIONS + ("eval",))
+    check_run(cfg, TRAIN_SECTIONS + ("eval",))
     tc = cfg.train
     runtime = Runtime.start(cfg.runtime)
     if tc.batch_size % (runtime.world * tc.accumulate):

@@ -9,15 +9,21 @@ and streams its epochs into the panel. `static_figure` draws the same state with
 """
 from __future__ import annotations
 
+import io
 import math
+import tempfile
 import threading
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from .. import tuning
-from .tradeoff_plots import label_points
+from fasterseg.latency.expected import ExpectedLatency
+from fasterseg.nets.space import SearchSpace
+from fasterseg.runs import load_history
+from fasterseg.search import tuning
+from fasterseg.search.records import final_arch
+from fasterseg.viz.graphs import arch_graph
+from fasterseg.viz.tuning_plots import sweep_figure
 
 
 class TuningPanel:
@@ -25,9 +31,6 @@ class TuningPanel:
     runs `live_cfg` (default `cfg`; a shorter schedule keeps it to minutes)."""
 
     def __init__(self, sweep_dir: str | Path, cfg, lut, live_cfg=None):
-        from ..latency.expected import ExpectedLatency
-        from ..space import SearchSpace
-
         self.cfg, self.lut, self.live_cfg = cfg, lut, live_cfg or cfg
         self.sweep = tuning.load_sweep(sweep_dir)
         self.space = SearchSpace.from_config(cfg.space)
@@ -41,10 +44,7 @@ class TuningPanel:
     # -- state ---------------------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything the views show, as plain data (tested; the widgets only display it)."""
-        from ..runs import load_history
-
         w = self.w
-        from ..runs import final_arch
 
         row = tuning.nearest_run(self.sweep, w["lam"].value, w["penalty"].value)
         i = 0 if w["arch_set"].value == "teacher" else 1
@@ -103,13 +103,10 @@ class TuningPanel:
         self.view = W.VBox([W.HBox([controls, readouts]), self.graph, self.plots, self.live])
 
     def update(self) -> dict:
-        from ..viz.graphs import arch_graph
-
         s = self.state()
         self.info.value = self.readout(s)
         self.grad_table.value = s["gradients"].map("{:.3g}".format).to_html()
         self.graph.value = arch_graph(s["arch"], f"{s['run']}: derived {self.w['arch_set'].value}").pipe(format="png")
-        import io
 
         buf = io.BytesIO()
         self.static_figure(s).savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -126,8 +123,6 @@ class TuningPanel:
     def search_here(self, out: str | Path | None = None, wait: bool = False) -> threading.Thread:
         """A short live search (`live_cfg`) at the chosen λ and mode in a background thread; each
         epoch's derived latency is appended to the live log; the result joins the sweep table when done."""
-        import tempfile
-
         folder = Path(out or tempfile.mkdtemp())
 
         def log(rows):
@@ -153,31 +148,3 @@ class TuningPanel:
         return self.thread
 
 
-def sweep_figure(sweep: pd.DataFrame, s: dict, profile: str):
-    """Histograms of the nearest run's operators and widths (state `s` of a `TuningPanel`), and the sweep's
-    latency–mIoU points with the chosen run ringed (matplotlib)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    row = sweep[sweep["run"] == s["run"]].iloc[0]
-    s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
-    axes[0].set_title(f"operators of the kept cells ({int(row['removed_layers'])} skip layers removed)",
-                      fontsize=9)
-    axes[0].set_ylabel("cells", fontsize=9)
-    s["widths"].plot.bar(ax=axes[1], color="tab:green", rot=0)
-    axes[1].set_title("output widths (share of the scale's channels)", fontsize=9)
-    axes[1].set_ylabel("cells", fontsize=9)
-    for mode, g in sweep.groupby("penalty"):
-        axes[2].plot(g["latency_ms"], 100 * g["miou"], "o", label=mode, ms=6)
-    axes[2].plot([s["latency_ms"]], [100 * s["miou"]], "o", ms=15, mfc="none", mec="red", mew=2,
-                 label="chosen")  # a ring: the chosen run's own point stays visible inside it
-    axes[2].margins(x=0.12, y=0.2)  # room for the labels inside the axes
-    label_points(axes[2], sweep["latency_ms"].to_numpy(), 100 * sweep["miou"].to_numpy(),
-                 [f"λ={lam:g}" for lam in sweep["lam"]])
-    axes[2].set_xlabel("predicted latency (ms)", fontsize=9)
-    axes[2].set_ylabel("search-time mIoU (%)", fontsize=9)
-    axes[2].set_title(f"the λ sweep ({profile} profile)", fontsize=9)
-    axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig

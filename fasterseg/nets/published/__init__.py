@@ -6,9 +6,14 @@ checks against a fresh build.
 """
 from __future__ import annotations
 
+import difflib
+import json
 from pathlib import Path
 
-from ..arch import Architecture
+import torch
+
+from fasterseg.nets.arch import Architecture, ArchitectureError
+from fasterseg.paths import resolve as resolve_path
 
 HERE = Path(__file__).parent
 
@@ -21,8 +26,6 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     p = HERE / f"{name}.json"
     if not p.exists():
-        from ..arch import ArchitectureError
-
         raise ArchitectureError(f"no published architecture {name!r}; available: {', '.join(names())}")
     return p
 
@@ -35,10 +38,6 @@ def load(name: str) -> Architecture:
 def load_params(name: str) -> dict:
     """Architecture logits of a published network (``alpha_s``, ``beta_s``, ``gamma_s`` as tensors),
     converted once from the original release; with its ``layers``, ``fch`` and stored scores."""
-    import json
-
-    import torch
-
     p = HERE / "params" / f"{name}.json"
     if not p.exists():
         raise ValueError(f"no published parameters for {name!r}; run `fasterseg arch import`")
@@ -51,11 +50,6 @@ def resolve(name_or_path: str | Path) -> Architecture:
     """A shipped architecture by name, or an architecture JSON file by path (relative paths resolve
     against the project root). Raises `ArchitectureError` with a one-line message otherwise: a missing
     file, a folder, or a misspelt name (listing the published names and the closest one)."""
-    import difflib
-
-    from ..arch import ArchitectureError
-    from ..paths import resolve as resolve_path
-
     text = str(name_or_path)
     if text in names():
         return load(text)

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import PRIMITIVES, ConvBNReLU, Head, Stem, build_op, resize
-from .space import SCALES, SearchSpace
+from fasterseg.nets.ops import PRIMITIVES, ConvBNReLU, Head, Stem, build_op, resize
+from fasterseg.nets.space import SCALES, SearchSpace
 
 PREDICTIONS = ("8", "16", "32", "8+32", "16+32")
 WIDTH_MODES = ("max", "min", "random", "sampled", "argmax")

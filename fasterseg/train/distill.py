@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .runs import RunError, read_info
+from fasterseg.nets.build import build_model, model_weights_path
+from fasterseg.runs import RunError, read_info
 
 REDUCTIONS = ("element", "pixel")
 
@@ -55,8 +56,6 @@ class Teacher:
 
     def __init__(self, path: str | Path, num_classes: int, data_cfg, student_model: str | None = None,
                  device: torch.device | str = "cpu"):
-        from .train import build_model, model_weights_path
-
         self.path = Path(path)
         info = read_info(self.path)
         if info is None or info.get("kind") != "train":

@@ -1,0 +1,2 @@
+"""Training a derived network or a peer from scratch (`trainer`), optionally distilled from a teacher run
+(`distill`)."""
