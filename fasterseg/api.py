@@ -27,16 +27,17 @@ from PIL import Image
 from fasterseg.config import RunConfig, load_config, profile
 from fasterseg.data.cityscapes import read_image
 from fasterseg.deploy.export import export_run
-from fasterseg.evaluate.run import evaluate_run
+from fasterseg.evaluation.run import evaluate_run
 from fasterseg.nets.arch import Architecture
 from fasterseg.nets.build import load_network, predict_image
-from fasterseg.pipeline import PipelineResult, run_pipeline
+from fasterseg import pipeline
+from fasterseg.pipeline import PipelineResult
 from fasterseg.runs import load_history
-from fasterseg.search.run import run_search
-from fasterseg.train.trainer import run_train
+from fasterseg.nas.run import run_search
+from fasterseg.training.trainer import run_train
 
 __all__ = ["Architecture", "RunConfig", "evaluate", "export", "load_config", "load_history", "load_network",
-           "pipeline", "predict", "profile", "search", "train"]
+           "predict", "profile", "run_pipeline", "search", "train"]
 
 
 def predict(network: torch.nn.Module, image: str | Path | np.ndarray | Image.Image, flip: bool = False) -> np.ndarray:
@@ -74,6 +75,6 @@ def export(cfg: RunConfig, run: str | Path, out: str | Path | None = None, which
     return export_run(run, cfg, out, which)
 
 
-def pipeline(cfg: RunConfig, out: str | Path, progress: bool = True) -> PipelineResult:
+def run_pipeline(cfg: RunConfig, out: str | Path, progress: bool = True) -> PipelineResult:
     """The main job: data, latency table, search, training, distillation, evaluation, export, report."""
-    return run_pipeline(cfg, out, progress=progress)
+    return pipeline.run_pipeline(cfg, out, progress=progress)

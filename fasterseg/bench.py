@@ -36,10 +36,10 @@ from fasterseg.nets.supernet import Supernet
 from fasterseg.panels import TuningPanel
 from fasterseg.paths import resolve, write_text
 from fasterseg.pipeline import run_pipeline
-from fasterseg.search.losses import downsample_labels, supernet_weight_loss
-from fasterseg.search.run import search_data
-from fasterseg.search.searcher import Searcher
-from fasterseg.search.tuning import sweep_config
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
+from fasterseg.nas.run import search_data
+from fasterseg.nas.searcher import Searcher
+from fasterseg.nas.tuning import sweep_config
 from fasterseg.timing import REF_MACS, environment, interleaved, no_grad_call, peak_rss_mb, reference_conv
 from fasterseg.tradeoffs import reference_points
 

@@ -10,15 +10,17 @@ import argparse
 import sys
 
 from fasterseg import bench, pipeline
-from fasterseg.config import PROFILE_NAMES, RunConfig, apply_overrides, profile
+from fasterseg.config import PROFILE_NAMES, RunConfig, load_config
 from fasterseg.data.check import check_tree
 from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run, summary_line
 from fasterseg.deploy.forms import write_forms
 from fasterseg.deploy.predict import predict_folder
-from fasterseg.evaluate import run as evaluation
+from fasterseg.deploy.predict import summary_lines as predict_summary
+from fasterseg.evaluation import run as evaluation
 from fasterseg.figures import regenerate
 from fasterseg.importers.original import convert_latency_table, import_published
+from fasterseg.importers.weights import import_weights
 from fasterseg.latency import LatencyTable
 from fasterseg.latency import table as latency_table
 from fasterseg.latency import validate as latency_validate
@@ -28,38 +30,46 @@ from fasterseg.latency.calibrate import calibrate_table
 from fasterseg.nets import published
 from fasterseg.nets.counting import arch_report
 from fasterseg.nets.footprint import check_run
-from fasterseg.paths import resolve
+from fasterseg.paths import resolve, write_text
 from fasterseg.runs import RunError
-from fasterseg.search.run import run_search
-from fasterseg.search.searcher import SEARCH_SECTIONS
+from fasterseg.nas.run import run_search
+from fasterseg.nas.searcher import SEARCH_SECTIONS
 from fasterseg.studies import collapse_lines, run_collapse, run_study
-from fasterseg.train.trainer import TRAIN_SECTIONS, run_train, stored_model
+from fasterseg.training.trainer import TRAIN_SECTIONS, run_train, stored_model
 from fasterseg.viz.latency_plots import plot_predicted_vs_measured
 from fasterseg.viz.style import save_figure
 
 
 def _config(args, sections: tuple[str, ...] | None = None) -> RunConfig:
-    """The profile with the overrides, validated (whole, or `sections`) before any work."""
-    cfg = apply_overrides(profile(args.profile), list(getattr(args, "overrides", []) or []))
+    """The profile, the --config file and the overrides, validated (whole, or `sections`) before any work."""
+    cfg = load_config(getattr(args, "config", None), args.profile, list(getattr(args, "overrides", []) or []))
     return check_run(cfg, sections)
 
 
 def _resume_config(args, out, sections: tuple[str, ...]) -> RunConfig:
-    """For --resume without a profile or overrides: the config stored in the run folder."""
-    if args.resume and args.profile is None and not args.overrides and (out / "config.json").exists():
+    """For --resume without a profile, config file or overrides: the config stored in the run folder."""
+    if args.resume and args.profile is None and not args.config and not args.overrides and \
+            (out / "config.json").exists():
         return check_run(RunConfig.load(out / "config.json"), sections)
     return _config(args, sections)
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
-                   help="config profile (default: $FASTERSEG_PROFILE or tiny)")
+                   help="config profile (default: the --config file's, else $FASTERSEG_PROFILE or tiny)")
+    p.add_argument("--config", metavar="FILE.yaml", help="a config file with the same sections and keys as the "
+                   "overrides (write one with `fasterseg config --write FILE.yaml`)")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
-                   help="override config fields, e.g. data.num_train=8 space.layers=8")
+                   help="override config fields, e.g. data.num_train=8 space.layers=8 (after --config)")
 
 
 def cmd_config(args) -> int:
-    print(_config(args).to_json())
+    cfg = _config(args)
+    if args.write:
+        path = write_text(resolve(args.write), cfg.to_yaml())
+        print(f"wrote {path} (profile {cfg.profile}, every section and field)")
+        return 0
+    print(cfg.to_json())
     return 0
 
 
@@ -197,9 +207,18 @@ def cmd_export(args) -> int:
     return 0
 
 def cmd_predict(args) -> int:
-    files = predict_folder(resolve(args.run), resolve(args.images), resolve(args.out), label_ids=args.label_ids,
-                           flip=args.flip)
-    print(f"{len(files)} files written to {resolve(args.out)}")
+    cfg = _config(args, ("eval",))
+    flip = cfg.eval.flip if args.flip is None else args.flip
+    res = predict_folder(resolve(args.run), resolve(args.images), resolve(args.out), label_ids=args.label_ids,
+                         flip=flip)
+    print("\n".join(predict_summary(res)))
+    return 0
+
+
+def cmd_import_weights(args) -> int:
+    out = import_weights(resolve(args.weights), args.arch, resolve(args.out))
+    print(f"{out}: a finished training run holding {args.weights} on {args.arch}; evaluate it with "
+          f"fasterseg evaluate {args.out} --profile paper data.root=/path/to/cityscapes")
     return 0
 
 
@@ -247,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     main_job = "the main job: data, latency table, search, training, distillation, evaluation, export, report"
     _cmd(sub, "pipeline", cmd_pipeline, main_job, True, OUT)
     _cmd(sub, "demo", cmd_pipeline, "alias of pipeline", True, OUT)
-    _cmd(sub, "config", cmd_config, "print the config of a profile (with overrides) as JSON")
+    _cmd(sub, "config", cmd_config, "print the config of a profile (with a file and overrides) as JSON, or write it",
+         True, ("--write", {"metavar": "FILE.yaml", "help": "write the complete config as YAML (for --config)"}))
     data = _group(sub, "data", "generate or check data sets")
     _cmd(data, "generate", cmd_data_generate, "write the synthetic street scenes in the Cityscapes layout", True,
          ("--root", {"help": "output folder (default: data.root of the profile)"}))
@@ -283,11 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
          WEIGHTS, ("--out", {"help": "output folder (default <run>/export)"}),
          ("--forms", {"action": "store_true", "help": "also compare the deployed forms (fp32 nearest, int8) with fp32 "
                       "bilinear: mIoU, pixel agreement, ONNX Runtime latency at 512x1024 (forms.json)"}))
-    _cmd(sub, "predict", cmd_predict, "colour overlays (and Cityscapes label-id PNGs) for a folder of images", False,
+    _cmd(sub, "predict", cmd_predict, "colour overlays (and Cityscapes label-id PNGs) for a folder of images", True,
          RUN, ("--images", {"required": True, "help": "folder of images (searched recursively)"}),
-         ("--out", {"required": True, "help": "output folder"}),
-         ("--label-ids", {"action": "store_true", "help": "also write label-id PNGs for the Cityscapes server"}),
-         ("--flip", {"action": "store_true", "help": "average with the mirrored image"}))
+         ("--out", {"required": True, "help": "output folder (overlays/ and label_ids/ inside)"}),
+         ("--label-ids", {"action": "store_true", "help": "also write label-id PNGs in <out>/label_ids/ for the "
+                                                          "official evaluation and the Cityscapes server"}),
+         ("--flip", {"action": argparse.BooleanOptionalAction, "default": None,
+                     "help": "average with the mirrored image (default: eval.flip of the profile)"}))
+    _cmd(sub, "import-weights", cmd_import_weights, "the original release's trained weights as a run of the kit",
+         False, ("weights", {"help": "the original's state dict (weights0.pt teacher, weights1.pt student)"}),
+         ("--arch", {"required": True, "help": "the architecture it belongs to: fasterseg_student, fasterseg_teacher "
+                                               "or a JSON file"}),
+         ("--out", {"required": True, "help": "the run folder to write (new or empty)"}))
     study = _group(sub, "study", "training studies: same budget, several seeds")
     _cmd(study, "distill", cmd_study, "a pipeline's student with and without distillation", True,
          ("--pipeline", {"required": True, "help": "a finished pipeline folder"}), SEEDS)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import yaml
 
 from fasterseg.config_checks import range_problems
 from fasterseg.paths import write_text
@@ -180,6 +184,7 @@ class RuntimeConfig:
     workers: int = 4  # data-loading worker processes
     pin_memory: bool = True  # used on CUDA only
     threads: int = 0  # torch CPU threads (0: PyTorch's default)
+    tensorboard: bool = True  # TensorBoard event files beside the CSV histories (<run>/tensorboard/)
 
 
 SECTIONS = ("data", "space", "latency", "search", "train", "distill", "eval", "export", "runtime")
@@ -209,6 +214,19 @@ class RunConfig:
 
     def save(self, path: str | Path, sections: tuple[str, ...] = SECTIONS) -> Path:
         return write_text(path, self.to_json(sections))
+
+    def to_yaml(self, sections: tuple[str, ...] = SECTIONS) -> str:
+        """The config as a YAML file `load_config` reads: every section and field, each section headed by what
+        it is for (lists on one line)."""
+        d = json.loads(self.to_json(sections))
+        parts = [f"# FasterSeg kit config (profile {self.profile}); the same sections and keys as the\n"
+                 "# section.field=value overrides, which still apply on top: fasterseg <command> --config FILE\n",
+                 yaml.safe_dump({"profile": d["profile"]}, sort_keys=False)]
+        for name in sections:
+            doc = (type(getattr(self, name)).__doc__ or "").strip().splitlines()[0]
+            parts.append(f"\n# {doc}\n" + yaml.dump({name: d[name]}, Dumper=_FlowListDumper, sort_keys=False,
+                                                      width=120))
+        return "".join(parts)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -295,6 +313,48 @@ def profile(name: str | None = None) -> RunConfig:
     return RunConfig.from_dict({"profile": name, **PROFILES[name]})
 
 
+def load_config(path: str | Path | None = None, profile_name: str | None = None,
+                overrides: list[str] = ()) -> RunConfig:
+    """A config from a YAML (or JSON) file with the same sections and keys as the overrides, on top of a profile:
+    `profile_name` if given, else the file's ``profile`` key, else ``$FASTERSEG_PROFILE`` or tiny; `overrides`
+    (``section.field=value``) apply last. Unknown sections or keys are refused with the nearest name."""
+    d: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"--config {path}: no such file (write one with `fasterseg config --write {path}`)") \
+                from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--config {path}: cannot read it ({e})") from None
+        try:
+            d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"--config {path}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"--config {path}: expected sections (data:, search:, ...), got {type(d).__name__}")
+        unknown = [k for k in d if k != "profile" and k not in SECTIONS]
+        if unknown:
+            raise ConfigError(f"--config {path}: unknown section {unknown[0]!r}{_nearest(unknown[0], SECTIONS)} "
+                              f"(sections: {', '.join(SECTIONS)})")
+    cfg = profile(profile_name or d.get("profile"))
+    body = {k: v for k, v in d.items() if k != "profile"}
+    if body:
+        _merge(cfg, body, "", origin=None, source=f"--config {path}: ")
+    return apply_overrides(cfg, list(overrides))
+
+
+def _nearest(name: str, options) -> str:
+    """``; did you mean 'x'?`` for the closest of `options`, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Set fields from ``section.field=value`` strings (the value is parsed as JSON when it can be; a
     bare word stays a string). Types are checked here; ranges by `RunConfig.validate`.
@@ -312,7 +372,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
                               f"(sections: {', '.join(SECTIONS)})")
         section, name = parts
         if section not in SECTIONS:
-            raise ConfigError(f"override {item!r}: no config section {section!r} (sections: {', '.join(SECTIONS)})")
+            raise ConfigError(f"override {item!r}: no config section {section!r}{_nearest(section, SECTIONS)} "
+                              f"(sections: {', '.join(SECTIONS)})")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -321,22 +382,33 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return cfg
 
 
+class _FlowListDumper(yaml.SafeDumper):
+    """Mappings as blocks, lists on one line (``crop: [512, 1024]``)."""
+
+
+_FlowListDumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
 # -- typing --------------------------------------------------------------------------------------------
-def _merge(obj, d: dict, prefix: str, origin: str | None = None) -> None:
+def _merge(obj, d: dict, prefix: str, origin: str | None = None, source: str = "") -> None:
     if not isinstance(d, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a JSON object, got {d!r}")
+        raise ConfigError(f"{source}{prefix.rstrip('.') or 'config'} must be a mapping of fields, got {d!r}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in fields(obj)]
     for k, v in d.items():
         where = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"{origin or where}: {type(obj).__name__} has no field {k!r} "
-                              f"(fields: {', '.join(names)})")
+            raise ConfigError(f"{source}{origin or where}: {type(obj).__name__} has no field {k!r}"
+                              f"{_nearest(str(k), names)} (fields: {', '.join(names)})")
         t = hints[k]
         if dataclasses.is_dataclass(t):
-            _merge(getattr(obj, k), v, f"{where}.", origin)
+            _merge(getattr(obj, k), v, f"{where}.", origin, source)
         else:
-            setattr(obj, k, _coerce(v, t, origin or where))
+            try:
+                setattr(obj, k, _coerce(v, t, origin or where))
+            except ConfigError as e:
+                raise ConfigError(f"{source}{e}") from None
 
 
 def _type_name(t) -> str:
@@ -376,7 +448,11 @@ def _coerce(v, t, where: str):
             return int(v)
         raise bad
     if t is float:
+        if isinstance(v, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", v.strip()):
+            v = float(v)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ConfigError(f"{where}: expected a finite number, got {v!r}")
             return float(v)
         raise bad
     if t is str:

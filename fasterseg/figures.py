@@ -27,8 +27,8 @@ from fasterseg.nets.space import SearchSpace
 from fasterseg.panels import TuningPanel
 from fasterseg.paths import resolve
 from fasterseg.runs import load_history
-from fasterseg.search.records import final_arch
-from fasterseg.search.tuning import sweep_config
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.tuning import sweep_config
 from fasterseg.studies import mean_per_class
 from fasterseg.tradeoffs import reference_points
 from fasterseg.viz.arch_plots import plot_cost_breakdown, plot_margins

@@ -1,5 +1,5 @@
 """Segmentation losses: OHEM cross-entropy (the original's) and the training loss of a network with auxiliary
-heads. The supernet's weight loss is `fasterseg.search.losses`; distillation is `fasterseg.train.distill`.
+heads. The supernet's weight loss is `fasterseg.nas.losses`; distillation is `fasterseg.training.distill`.
 
 OHEM keeps the pixels whose probability of the true class is at most 0.7, and at least `min_kept`
 of the hardest pixels (batch*H*W/16 at label resolution); label 255 is ignored. With fewer valid

@@ -3,9 +3,9 @@ student, with a report. Stages (one line each; every stage resumable and skipped
 
 1. data: the synthetic street scenes generated (or a real data set's tree checked);
 2. latency table: loaded and checked against the config;
-3. search: pretraining and co-search of teacher and student (`fasterseg.search`) in ``<out>/search``;
+3. search: pretraining and co-search of teacher and student (`fasterseg.nas`) in ``<out>/search``;
 4. derive: the final teacher and student architectures in ``<out>/archs``;
-5. teacher: trained from scratch (`fasterseg.train`) in ``<out>/train-teacher``;
+5. teacher: trained from scratch (`fasterseg.training`) in ``<out>/train-teacher``;
 6. student: trained from scratch, distilled from the teacher, in ``<out>/train-student``;
 7. evaluate: both on the whole validation images, with the majority baseline and measured latency;
 8. export: the student as ONNX (BN folded), checked against PyTorch with ONNX Runtime;
@@ -25,7 +25,7 @@ import pandas as pd
 from fasterseg.config import RunConfig
 from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run
-from fasterseg.evaluate.run import evaluate_run
+from fasterseg.evaluation.run import evaluate_run
 from fasterseg.latency import load_for
 from fasterseg.nets.counting import totals
 from fasterseg.nets.footprint import check_run
@@ -33,9 +33,9 @@ from fasterseg.nets.network import DerivedNet
 from fasterseg.paths import check_writable
 from fasterseg.report import write_report
 from fasterseg.runs import load_history, run_status
-from fasterseg.search.records import final_arch
-from fasterseg.search.run import run_search
-from fasterseg.train.trainer import run_train
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.run import run_search
+from fasterseg.training.trainer import run_train
 
 STAGES = 9
 

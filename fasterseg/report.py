@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -31,8 +30,6 @@ def markdown_table(df: pd.DataFrame, digits: int = 2) -> str:
 
 def report_figures(out: Path, runs: dict[str, Path], metrics: dict[str, dict], archs: dict[str, Path]) -> list[Path]:
     """Draw the report's figures into ``<out>/figures``; returns their paths."""
-    matplotlib.use("Agg")
-
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -43,10 +40,11 @@ def report_figures(out: Path, runs: dict[str, Path], metrics: dict[str, dict], a
     base = metrics["student"]["majority_baseline"]["miou"]
     axes = plot_training_curves({n: load_history(r)["epochs"] for n, r in runs.items()}, baseline=base)
     paths.append(save_figure(axes[0].figure, figs / "training_curves.png"))
+    plt.close(axes[0].figure)
     tables = {n: pd.read_csv(r / "eval" / "per_class.csv", index_col="class") for n, r in runs.items()}
     ax = plot_per_class(tables, baseline=base, stamp="per-class IoU on the whole validation images")
     paths.append(save_figure(ax.figure, figs / "per_class_iou.png"))
-    plt.close("all")
+    plt.close(ax.figure)
     for n, r in runs.items():
         for kind in ("overlays", "confusion"):
             src = r / "eval" / f"{kind}.png"

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from fasterseg.config import RunConfig
+from fasterseg.tracking import Tracker, provenance
 from fasterseg.paths import check_writable
 
 RUN_FORMAT = "fasterseg-run"
@@ -182,6 +183,11 @@ class RunLoop:
 
     def __init__(self, run: "RunDir", engine, tables: dict[str, "Table"]):
         self.run, self.engine, self.tables = run, engine, tables
+        self.tracker = Tracker(run.path, enabled=False)
+
+    def start_tracking(self, enabled: bool) -> None:
+        """TensorBoard events from here on (rank 0 only); events after the resumed step are purged."""
+        self.tracker = Tracker(self.run.path, enabled and self.run.main, purge_step=self.engine.pos.step + 1)
 
     def save(self, tag: str = "last") -> Path | None:
         if not self.run.main:
@@ -274,7 +280,8 @@ class RunDir:
         return cls(Path(path), kind, None, info)
 
     @classmethod
-    def start(cls, path: str | Path, kind: str, cfg, sections: tuple[str, ...], resume: bool = False) -> "RunDir":
+    def start(cls, path: str | Path, kind: str, cfg, sections: tuple[str, ...], resume: bool = False,
+              device=None) -> "RunDir":
         path = Path(path)
         check_writable(path)
         if resume and not (path / "run.json").exists():
@@ -296,7 +303,9 @@ class RunDir:
             raise
         run = cls(path, kind, lock, info)
         cfg.save(path / "config.json", sections)
-        run.set_status("running")
+        record = provenance(device)
+        starts = info.get("starts", []) + [{"date": time.strftime("%Y-%m-%d %H:%M:%S"), "git": record["git"]}]
+        run.set_status("running", provenance=record, starts=starts)
         return run
 
     @staticmethod

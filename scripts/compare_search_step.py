@@ -45,8 +45,8 @@ def steps_in_this_process(checkout: Path, n: int, data_root: Path) -> list[float
         from fasterseg.data.prepare import prepare_data
         from fasterseg.data.transforms import TrainTransform
         from fasterseg.latency import load_for
-        from fasterseg.search.run import search_data
-        from fasterseg.search.searcher import Searcher
+        from fasterseg.nas.run import search_data
+        from fasterseg.nas.searcher import Searcher
 
         cfg = apply_overrides(profile("paper"), data + SEARCH + ["runtime.threads=1", "runtime.device=cpu",
                                                                  "latency.calibration=off"])
@@ -60,9 +60,9 @@ def steps_in_this_process(checkout: Path, n: int, data_root: Path) -> list[float
             s.step("search", batch_at(train, w_idx, sc.batch_size, 0, i, sc.seed, 1),
                    batch_at(train, a_idx, sc.batch_size, 0, i, sc.seed, 2))
     else:  # commit 4f7c807: Searcher(cfg, folder) generates its data and owns its batches
-        from fasterseg.search.losses import downsample_labels
-        from fasterseg.search.run import batch_at
-        from fasterseg.search.searcher import Searcher
+        from fasterseg.nas.losses import downsample_labels
+        from fasterseg.nas.run import batch_at
+        from fasterseg.nas.searcher import Searcher
 
         cfg = apply_overrides(profile("paper"), data + SEARCH + ["search.threads=1"])
         sc = cfg.search

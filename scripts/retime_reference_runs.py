@@ -16,7 +16,7 @@ import argparse
 import json
 
 from fasterseg.config import profile
-from fasterseg.evaluate.run import retime_runs
+from fasterseg.evaluation.run import retime_runs
 from fasterseg.paths import display_path, resolve, write_text
 from fasterseg.studies import refresh_latency
 from fasterseg.timing import environment

@@ -8,7 +8,7 @@ from fasterseg.nets.counting import count, operator_costs, receptive_field
 from fasterseg.nets.ops import build_op
 from fasterseg.nets.space import SearchSpace
 from fasterseg.nets.supernet import Supernet
-from fasterseg.search.losses import downsample_labels, supernet_weight_loss
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
 from fasterseg.timing import interleaved
 
 

@@ -14,10 +14,10 @@ from fasterseg.latency import load_for
 from fasterseg.losses import ohem_cross_entropy
 from fasterseg.nets.arch import Architecture
 from fasterseg.runs import RunError, load_history, read_info
-from fasterseg.search.losses import downsample_labels, supernet_weight_loss, weight_passes
-from fasterseg.search.records import final_arch
-from fasterseg.search.run import run_search, search_data
-from fasterseg.search.searcher import Searcher, SearchError, adapt_lambda
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss, weight_passes
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.run import run_search, search_data
+from fasterseg.nas.searcher import Searcher, SearchError, adapt_lambda
 from fasterseg.studies import compare_runs
 
 
@@ -175,7 +175,7 @@ def test_ctrl_c_stops_at_a_step_and_saves(data_root, tmp_path):
     def interrupt(rows):
         os.kill(os.getpid(), signal.SIGINT)
 
-    from fasterseg.search.run import run_search as rs
+    from fasterseg.nas.run import run_search as rs
 
     with pytest.raises(SearchError, match=r"interrupted at step 3 of 9; saved last-00000003\.pt"):
         rs(tiny_cfg(data_root), tmp_path / "int", progress=False, on_epoch=interrupt)
@@ -264,7 +264,7 @@ def test_architecture_step_gradients_do_not_need_weight_gradients(data_root):
 
 
 def test_nan_loss_stops_and_keeps_the_checkpoint(data_root, tmp_path, monkeypatch):
-    import fasterseg.search.searcher as searcher
+    import fasterseg.nas.searcher as searcher
 
     monkeypatch.setattr(searcher, "supernet_weight_loss", lambda *a, **k: (torch.tensor(float("nan")), {}))
     with pytest.raises(SearchError, match="became nan .*last good checkpoint is none"):
@@ -300,7 +300,7 @@ def _search_rank(rank, world, port, cfg_json, out, dump):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    import fasterseg.search.run as search
+    import fasterseg.nas.run as search
     from fasterseg.config import RunConfig
 
     real = search.SearchRun.end_epoch

@@ -12,8 +12,8 @@ from fasterseg.config import apply_overrides, profile
 from fasterseg.data.prepare import prepare_data
 from fasterseg.losses import ohem_cross_entropy
 from fasterseg.runs import RunError, load_history, read_info
-from fasterseg.train.distill import TeacherError, kd_loss
-from fasterseg.train.trainer import TrainError, run_train
+from fasterseg.training.distill import TeacherError, kd_loss
+from fasterseg.training.trainer import TrainError, run_train
 
 
 # -- the method's pieces ----------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_distilled_student(teacher_run, data_root, tiny_arch, tmp_path):
 
 def test_evaluation_and_export(teacher_run, data_root, tmp_path):
     from fasterseg.deploy.export import export_run
-    from fasterseg.evaluate.run import evaluate_run
+    from fasterseg.evaluation.run import evaluate_run
 
     cfg = train_cfg(data_root, **{"eval.overlays": 1, "eval.latency_backends": '["torch", "onnxruntime"]',
                                   "export.height": 64, "export.width": 128})
@@ -141,7 +141,7 @@ def test_evaluation_and_export(teacher_run, data_root, tmp_path):
 def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root, tmp_path):
     import shutil
 
-    from fasterseg.evaluate.run import remeasure_latency
+    from fasterseg.evaluation.run import remeasure_latency
     from fasterseg.runs import RunError
 
     run = tmp_path / "no-weights"  # a checkout: the run's records without its weights
@@ -162,7 +162,7 @@ def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root
 def test_runs_retimed_round_robin_in_one_pass(teacher_run, data_root, tmp_path):
     import shutil
 
-    from fasterseg.evaluate.run import retime_runs
+    from fasterseg.evaluation.run import retime_runs
 
     runs = []
     for name in ("a", "b"):
@@ -258,7 +258,7 @@ def test_weights_that_do_not_fit_the_architecture(teacher_run, tmp_path):
 @pytest.mark.parametrize("bad, message", [(1e6, "exploded"), (float("nan"), "became nan")])
 def test_exploding_or_nan_loss_stops_and_keeps_the_last_checkpoint(data_root, tiny_arch, tmp_path, monkeypatch, bad,
                                                                    message):
-    import fasterseg.train.trainer as train
+    import fasterseg.training.trainer as train
 
     calls = {"n": 0}
     real = train.segmentation_loss
@@ -294,7 +294,7 @@ def _rank(rank, world, port, cfg_json, arch, out, dump):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    import fasterseg.train.trainer as train
+    import fasterseg.training.trainer as train
     from fasterseg.config import RunConfig
 
     real = train.TrainRun.write_weights

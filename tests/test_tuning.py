@@ -8,7 +8,7 @@ from fasterseg.latency.expected import ExpectedLatency
 from fasterseg.nets.space import SearchSpace
 from fasterseg.paths import resolve
 from fasterseg.runs import load_history
-from fasterseg.search import tuning
+from fasterseg.nas import tuning
 
 SWEEP = resolve("data/runs/sweep-tiny")
 

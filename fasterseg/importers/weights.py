@@ -4,18 +4,15 @@ The original trains ``Network_Multi_Path_Infer`` and saves its ``state_dict()`` 
 ``weights1.pt`` student). Its module names differ from the kit's `DerivedNet`; the structure is the same, so the
 map is a renaming (`original_key`):
 
-===========================================  =================================================
-kit (`DerivedNet`)                           original
-===========================================  =================================================
-``stem.conv.cb.{conv,bn}``                   ``stem.0.conv.{0,1}``
-``stem.block{1,2}.cb{1,2}.{conv,bn}``         ``stem.{1,2}.{conv,bn}{1,2}``
-``branch_cells.<b>.<i>.<op>``                ``cells.<i>-<b>._op._op.<op>`` (``cb``/``cbs.0`` -> ``conv1``/``bn1``, ...)
-``refine.<b>.{arm32,ref32,arm16,ref16}``     ``arms32.0``, ``refines32.0``, ``arms32.1``, ``refines32.1`` (1/32 branch);
-                                             ``arms16``, ``refines16`` (1/16 branch)
-``ffm.cb.{conv,bn}``                         ``ffm.conv_1x1.{conv,bn}``
-``head``, ``head16``, ``head32``             ``heads8``, ``heads16``, ``heads32`` (``conv.cb`` -> ``conv_3x3``, ``cls`` ->
-                                             ``conv_1x1``)
-===========================================  =================================================
+- ``stem.conv.cb.{conv,bn}`` -> ``stem.0.conv.{0,1}``; ``stem.block{1,2}.cb{1,2}.{conv,bn}`` ->
+  ``stem.{1,2}.{conv,bn}{1,2}``;
+- ``branch_cells.<b>.<i>.<op>`` -> ``cells.<i>-<b>._op._op.<op>`` (``cb``/``cbs.0`` -> ``conv1``/``bn1``,
+  ``cb2``/``cbs.1`` -> ``conv2``/``bn2``; a factorized reduce keeps ``conv1``, ``conv2``, ``bn``);
+- ``refine.<b>.{arm32,ref32,arm16,ref16}`` -> ``arms32.0``, ``refines32.0``, ``arms32.1``, ``refines32.1`` (the 1/32
+  branch) or ``arms16``, ``refines16`` (the 1/16 branch), ``cb.{conv,bn}`` -> ``conv.{0,1}``;
+- ``ffm.cb.{conv,bn}`` -> ``ffm.conv_1x1.{conv,bn}``;
+- ``head``, ``head16``, ``head32`` -> ``heads8``, ``heads16``, ``heads32`` (``conv.cb`` -> ``conv_3x3``, ``cls`` ->
+  ``conv_1x1``).
 
 Branch b is the architecture's b-th branch (the original orders them the same way: the 1/32 branch first). The
 original's feature-fusion attention (``ffm.channel_attention``) is built but never used in its forward pass: its

@@ -4,14 +4,28 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 
 from fasterseg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize, overlay
 
 
 def plot_samples(samples: list[tuple[np.ndarray, np.ndarray]], titles: list[str] | None = None, axes=None):
-    """A row per sample: image, colour labels, overlay. `samples`: [(RGB (H,W,3), train ids (H,W))]."""
+    """A row per sample: image, colour labels, overlay, with a colour key of the classes shown.
+    `samples`: [(RGB (H,W,3), train ids (H,W))] in Cityscapes' classes."""
     rows = [(img, colorize(lab), overlay(img, lab)) for img, lab in samples]
-    return image_grid(rows, ("image", "labels (train ids)", "overlay"), titles, axes=axes)
+    fig = image_grid(rows, ("image", "labels (train ids)", "overlay"), titles, axes=axes)
+    shown = np.unique(np.concatenate([lab.ravel() for _, lab in samples]))
+    ids = [int(c) for c in shown if c < len(CITYSCAPES_CLASSES)]
+    add_colour_key(fig, list(CITYSCAPES_CLASSES), CITYSCAPES_PALETTE, ids)
+    return fig
+
+
+def add_colour_key(fig, names: list[str], palette: np.ndarray, ids: list[int], ncol: int = 6) -> None:
+    """A legend of colour patches (class `ids`, named `names`, coloured by `palette`) below a figure's images."""
+    handles = [Patch(facecolor=palette[i] / 255, edgecolor="0.3", linewidth=0.4, label=names[i]) for i in ids]
+    if handles:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(ncol, len(handles)),
+                   fontsize=8, frameon=False, handlelength=1.2, columnspacing=1.0)
 
 
 def _two_lines(title: str, width: int = 16) -> str:

@@ -7,16 +7,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from fasterseg.data.labels import IGNORE, colorize
-from fasterseg.viz.data_plots import image_grid
+from fasterseg.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE, colorize
+from fasterseg.viz.data_plots import add_colour_key, image_grid
 
 
 def plot_overlays(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], titles: list[str] | None = None,
-                  stamp: str = ""):
-    """A row per image: image | ground truth | prediction, in Cityscapes colours (ignored pixels black).
-    `samples`: [(RGB (H, W, 3) uint8, ground-truth train ids (H, W), predicted train ids (H, W))]."""
-    rows = [(img, colorize(gt), colorize(np.where(gt == IGNORE, IGNORE, pred))) for img, gt, pred in samples]
-    return image_grid(rows, ("image", "ground truth", "prediction"), titles, stamp)
+                  stamp: str = "", classes: tuple[list[str], np.ndarray] | None = None):
+    """A row per image: image | ground truth | prediction, in the data set's colours (ignored pixels black), with a
+    colour key of the classes shown. `samples`: [(RGB (H, W, 3) uint8, ground-truth train ids (H, W), predicted
+    train ids (H, W))]; `classes`: (names, palette (C, 3) uint8), default Cityscapes'."""
+    names, pal = classes or (list(CITYSCAPES_CLASSES), CITYSCAPES_PALETTE)
+    rows = [(img, colorize(gt, pal), colorize(np.where(gt == IGNORE, IGNORE, pred), pal)) for img, gt, pred in samples]
+    fig = image_grid(rows, ("image", "ground truth", "prediction"), titles, stamp)
+    shown = np.unique(np.concatenate([np.concatenate([gt.ravel(), pred.ravel()]) for _, gt, pred in samples]))
+    add_colour_key(fig, names, pal, [int(c) for c in shown if c != IGNORE and c < len(names)])
+    return fig
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], stamp: str = "", ax=None):

@@ -34,15 +34,16 @@ from fasterseg.config import RunConfig
 from fasterseg.data.batching import chunk, epoch_batches
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.prepare import prepare_data
+from fasterseg.data.labels import overlay, palette
 from fasterseg.data.transforms import EvalTransform, TrainTransform
-from fasterseg.evaluate.scores import evaluate_model
+from fasterseg.evaluation.scores import evaluate_model
 from fasterseg.losses import segmentation_loss
-from fasterseg.nets.build import build_model, kaiming_init, model_spec, model_weights_path
+from fasterseg.nets.build import predict_logits, build_model, kaiming_init, model_spec, model_weights_path
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable, display_path
 from fasterseg.runs import Position, RunDir, RunError, RunLoop, StopFlag, already_done, atomic_write, drive
 from fasterseg.runtime import Runtime
-from fasterseg.train.distill import Teacher, kd_loss
+from fasterseg.training.distill import Teacher, kd_loss
 
 TRAIN_SECTIONS = ("data", "train", "distill", "runtime")
 EXPLODING_LOSS = 1e3  # a step loss above this (cross-entropy starts near ln(19) ~ 3) stops the run
@@ -155,6 +156,7 @@ class TrainRun(RunLoop):
         self.train = build_dataset(cfg.data, "train", TrainTransform(*tc.crop, tc.scale_min, tc.scale_max,
                                                                      flip=tc.flip))
         self.val = build_dataset(cfg.data, "val", EvalTransform())
+        self.colours = palette(cfg.data.dataset, cfg.data.num_classes)
         self.indices = np.arange(len(self.train))
 
     def total_steps(self) -> int:
@@ -183,6 +185,7 @@ class TrainRun(RunLoop):
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
                 if rt.main:
                     self.tables["steps"].add([row])
+                    self.tracker.scalars(t.pos.step, row, "step")
                     if self.on_step:
                         self.on_step(row)
                     if t.pos.step % tc.checkpoint_every == 0 and t.pos.epoch_step < tc.steps_per_epoch:
@@ -207,6 +210,11 @@ class TrainRun(RunLoop):
         if not self.run.main:
             return
         self.tables["epochs"].add([row])
+        self.tracker.scalars(t.pos.step, row, "epoch")
+        if "val_miou" in row and self.tracker.writer is not None:
+            for i, (img, pred) in enumerate(self.val_predictions(2)):
+                self.tracker.image(f"val/prediction_{i}", np.concatenate([img, overlay(img, pred, self.colours)], 1),
+                                   t.pos.step)
         if self.progress:
             val = (f" | val mIoU {100 * row['val_miou']:.1f} (best {100 * t.pos.best_miou:.1f})"
                    if "val_miou" in row else "")
@@ -214,6 +222,18 @@ class TrainRun(RunLoop):
                   flush=True)
         if self.on_epoch:
             self.on_epoch(row)
+
+    def val_predictions(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(image, predicted class map) of the first `n` validation images, for TensorBoard."""
+        out = []
+        self.t.model.eval()
+        for i in range(min(n, len(self.val))):
+            img, _ = self.val.load(i)
+            x, _ = self.val[i]
+            logits = predict_logits(self.t.model, x[None].to(self.t.rt.device))
+            out.append((img, logits.argmax(1)[0, :img.shape[0], :img.shape[1]].cpu().numpy().astype(np.uint8)))
+        self.t.model.train()
+        return out
 
     def write_weights(self) -> None:
         """model_last.pt and model_best.pt: state dicts of the final and of the best-validated model."""
@@ -259,7 +279,7 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
     if runtime.main:
         if resume:
             _check_same_model(out, spec)
-        run = RunDir.start(out, "train", cfg, TRAIN_SECTIONS, resume=resume)
+        run = RunDir.start(out, "train", cfg, TRAIN_SECTIONS, resume=resume, device=runtime.device)
         if not resume:
             (out / "model.json").write_text(json.dumps(spec, indent=1) + "\n")
     runtime.barrier()
@@ -271,11 +291,14 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
             msg = tr.resume()
             if runtime.main:
                 say(msg)
+        tr.start_tracking(cfg.runtime.tensorboard)
         outcome = drive(run, lambda stop: tr.loop(max_steps, stop), tr.save, lambda: tr.t.pos.step, tr.total_steps(),
                         max_steps, TrainError, say)
         if outcome == "done":
             tr.write_weights()
     finally:
+        if "tr" in locals():
+            tr.tracker.close()
         run.close()
     return out
 

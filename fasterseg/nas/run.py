@@ -23,8 +23,8 @@ from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable
 from fasterseg.runs import Position, RunDir, RunLoop, StopFlag, already_done, drive
 from fasterseg.runtime import Runtime
-from fasterseg.search.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, step_columns
-from fasterseg.search.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
+from fasterseg.nas.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, step_columns
+from fasterseg.nas.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
 
 
 def search_data(cfg: RunConfig):
@@ -108,6 +108,7 @@ class SearchRun(RunLoop):
                     bar.set_postfix(loss=f"{row['loss_weight']:.2f}")
                     if rt.main:
                         self.tables["steps"].add([row])
+                        self.tracker.scalars(s.pos.step, row, "step")
                         if phase == "search" and s.pos.step % sc.log_every == 0:
                             self.tables["arch"].add(arch_rows(s.net, s.pos.step, phase, epoch))
                         if s.pos.step % sc.checkpoint_every == 0 and s.pos.epoch_step < steps:
@@ -129,6 +130,12 @@ class SearchRun(RunLoop):
                 r.arch.save(self.run.path / r.row["arch_file"])
         self.tables["epochs"].add(rows)
         self.tables["lambda"].add(changes)
+        step = self.s.pos.step
+        for row in rows:
+            self.tracker.scalars(step, row, f"epoch/{row['arch_set']}")
+        for a in self.s.net.arch_sets:
+            for name, prob in a.probabilities().items():
+                self.tracker.histogram(f"{a.name}/{name}", prob.ravel(), step)
         if self.progress:
             print(epoch_line(phase, epoch, seconds, rows), flush=True)
         if self.on_epoch:
@@ -163,7 +170,7 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
     lut = load_for(cfg, check_fit=True)
     data = search_data(cfg)
     if runtime.main:
-        run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume)
+        run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume, device=runtime.device)
     runtime.barrier()
     if not runtime.main:
         run = RunDir.attach(out, "search")
@@ -173,8 +180,11 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
             msg = sr.resume()
             if runtime.main:
                 say(msg)
+        sr.start_tracking(cfg.runtime.tensorboard)
         drive(run, lambda stop: sr.run_phases(max_steps, stop), sr.save, lambda: sr.s.pos.step, sr.total_steps(),
               max_steps, SearchError, say)
     finally:
+        if "sr" in locals():
+            sr.tracker.close()
         run.close()
     return run.path

@@ -1,6 +1,6 @@
 """Evaluating a finished training run: scores, reference point, size and measured latency, written to files.
 
-- `evaluate_run`: mIoU (whole validation images, `evaluate.scores`), the majority baseline, parameters and
+- `evaluate_run`: mIoU (whole validation images, `evaluation.scores`), the majority baseline, parameters and
   multiply-adds, and the latency of the deployed form, written to ``<run>/eval/`` (metrics.json,
   per_class.csv, confusion.csv, overlays.png, confusion.png); `fasterseg evaluate`.
 - `measure_latency`: the same network timed with the latency backends at the deployment resolution.
@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from fasterseg.data.cityscapes import build_dataset
-from fasterseg.data.labels import CITYSCAPES_CLASSES
+from fasterseg.data.labels import class_names, palette
 from fasterseg.data.prepare import prepare_data
 from fasterseg.data.transforms import EvalTransform
-from fasterseg.evaluate.scores import evaluate_model, majority_baseline, per_class_table
+from fasterseg.evaluation.scores import evaluate_model, majority_baseline, per_class_table
 from fasterseg.latency.backends import get_backend
 from fasterseg.metrics import SegScores
 from fasterseg.nets.build import inference_copy, inference_network, load_trained, predict_logits
@@ -97,9 +96,6 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     per_class.csv, confusion.csv, overlays.png, confusion.png). Returns the metrics."""
     if which == "init":
         raise RunError("--weights init times a freshly initialised copy: it goes with --latency-only only")
-
-    matplotlib.use("Agg")
-
     e, d = cfg.eval, cfg.data
     run = Path(run)
     model, spec = load_trained(run, which)
@@ -115,7 +111,7 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     params, gmacs = totals(net, (1, 3, e.latency_height, e.latency_width))
     # one thread: the steadiest figure on a shared machine, and the thread count of the kit's CPU tables
     lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), 1, "cpu")
-    names = list(CITYSCAPES_CLASSES) if d.num_classes == 19 else [str(i) for i in range(d.num_classes)]
+    names = list(class_names(d.dataset, d.num_classes))
     n_img = min(len(val), e.images) if e.images else len(val)
     extra = {"run": display_path(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),
              "flip": e.flip, "majority_baseline": base, "params_M": params, "GMACs": gmacs,
@@ -125,11 +121,13 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     stamp = (f"{extra['model']}: mIoU {100 * scores.miou:.1f} % on {n_img} val images at full resolution"
              f"{' with flip' if e.flip else ''} (majority class {100 * base['miou']:.1f} %)")
     if e.overlays:
-        fig = plot_overlays(overlay_samples(model, val, e.overlays, e.flip), stamp=stamp)
+        fig = plot_overlays(overlay_samples(model, val, e.overlays, e.flip), stamp=stamp,
+                            classes=(names, palette(d.dataset, d.num_classes)))
         save_figure(fig, out / "overlays.png")
+        plt.close(fig)
     ax = plot_confusion(cm, names, stamp=stamp)
     save_figure(ax.figure, out / "confusion.png")
-    plt.close("all")
+    plt.close(ax.figure)
     return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
 
 

@@ -7,7 +7,7 @@
 - `majority_baseline`: predicting the most frequent training class everywhere, so every mIoU has a reference.
 - `per_class_table`: per-class IoU and ground-truth share, by class name.
 
-Training validates with `evaluate_model`; `fasterseg.evaluate.run` evaluates a finished run with it.
+Training validates with `evaluate_model`; `fasterseg.evaluation.run` evaluates a finished run with it.
 """
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ from fasterseg.nets.ops import PRIMITIVES
 from fasterseg.nets.space import SCALES, SearchSpace
 from fasterseg.nets.supernet import ArchSet
 from fasterseg.runs import load_history
-from fasterseg.search.records import final_arch
-from fasterseg.search.run import run_search
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.run import run_search
 
 
 def load_sweep(folder: str | Path) -> pd.DataFrame:

@@ -11,7 +11,7 @@ Phases (docs/method.md, "Search procedure"):
 
 After each search epoch every set is derived (both branch pairs, priced with the latency table, the pair
 with the best mIoU x (latency/target)^-0.07 kept), diagnosed for collapse, and its lambda adapted
-(`adapt_lambda`). `Searcher` holds the state and the steps (no files); `search.run.run_search` drives
+(`adapt_lambda`). `Searcher` holds the state and the steps (no files); `nas.run.run_search` drives
 it in a run folder (`fasterseg.runs`): ``history/{steps,arch,epochs,lambda}.csv``, ``archs/<set>_search_epochNN.json``,
 checkpoints. Everything random is seeded: batches by (seed, epoch, step), transforms by (seed, epoch,
 index), Gumbel noise and random widths by the supernet's own CPU generator, which is checkpointed.
@@ -32,8 +32,8 @@ from fasterseg.nets.space import SearchSpace
 from fasterseg.nets.supernet import PREDICTIONS, Supernet
 from fasterseg.runs import Position, RunError
 from fasterseg.runtime import Runtime
-from fasterseg.search.losses import downsample_labels, supernet_weight_loss
-from fasterseg.search.records import review_set
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
+from fasterseg.nas.records import review_set
 
 SEARCH_SECTIONS = ("data", "space", "latency", "search", "runtime")
 PHASES = ("pretrain", "search")
