@@ -7,6 +7,7 @@ and saves the resulting config next to its outputs. Start with: fasterseg pipeli
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from fasterseg import bench, pipeline
@@ -26,7 +27,7 @@ from fasterseg.latency import table as latency_table
 from fasterseg.latency import validate as latency_validate
 from fasterseg.latency.backends import get_backend
 from fasterseg.latency.build import build_for
-from fasterseg.latency.calibrate import calibrate_table
+from fasterseg.latency.calibrate import calibrate_table, fit_warning
 from fasterseg.nets import published
 from fasterseg.nets.counting import arch_report
 from fasterseg.nets.footprint import check_run
@@ -59,8 +60,9 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
                    help="config profile (default: the --config file's, else $FASTERSEG_PROFILE or tiny)")
     p.add_argument("--config", metavar="FILE.yaml", help="a config file with the same sections and keys as the "
                    "overrides (write one with `fasterseg config --write FILE.yaml`)")
-    p.add_argument("overrides", nargs="*", metavar="section.field=value",
-                   help="override config fields, e.g. data.num_train=8 space.layers=8 (after --config)")
+    p.set_defaults(overrides=[])
+    p.epilog = ("Config fields can be overridden anywhere on the line as section.field=value (JSON values), e.g. "
+                "data.num_train=8 search.lam=[0,0.1]; they apply after the profile and the --config file.")
 
 
 def cmd_config(args) -> int:
@@ -128,14 +130,17 @@ def _backend(cfg, args):
 def cmd_latency_build(args) -> int:
     cfg = _config(args)
     out = resolve(args.out or cfg.latency.table)
-    table = build_for(cfg, _backend(cfg, args), out, resume=not args.no_resume)
+    table = build_for(cfg, _backend(cfg, args), out, resume=not args.no_resume, force=args.force)
     print(f"{out}: {table.describe()} in {table.meta['build_seconds']} s")
     return 0
 
 def cmd_latency_show(args) -> int:
     cfg = _config(args)
-    table = LatencyTable.load(resolve(args.table or cfg.latency.table))
-    print("\n".join(latency_table.summary_lines(table, [published.resolve(a) for a in args.arch or []])))
+    path = resolve(args.table or cfg.latency.table)
+    table = LatencyTable.load(path)
+    warning = fit_warning(table, args.table or cfg.latency.table)
+    lines = latency_table.summary_lines(table, [published.resolve(a) for a in args.arch or []])
+    print("\n".join(([warning] if warning else []) + lines))
     return 0
 
 def cmd_latency_validate(args) -> int:
@@ -328,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     lat = _group(sub, "latency", "latency tables: build, show, validate, import")
     _cmd(lat, "build", cmd_latency_build, "measure every block of the search space on this machine (resumable)", True,
          BACKEND, THREADS, ("--out", {"help": "CSV path (default: latency.table); a .json sidecar goes next to it"}),
-         ("--no-resume", {"action": "store_true", "help": "start over instead of continuing a partial table"}))
+         ("--no-resume", {"action": "store_true", "help": "start over instead of continuing a partial table (with "
+                                                          "--force)"}),
+         ("--force", {"action": "store_true", "help": "replace a complete table at the target path"}))
     _cmd(lat, "show", cmd_latency_show, "summarise a table; with --arch, predict networks' latency", True,
          ("--table", {"help": "CSV path (default: latency.table of the profile)"}),
          ("--arch", {"nargs": "*", "help": "architecture names or JSON files to predict"}))
@@ -374,8 +381,25 @@ def _positive(text: str) -> int:
     return n
 
 
+OVERRIDE = re.compile(r"^[a-z_]+\.[A-Za-z_0-9]+=")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: options and positionals by argparse; ``section.field=value`` overrides collected from
+    anywhere on the line (argparse cannot place a variable-length positional after another positional)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if OVERRIDE.match(e)]
+    rest = [e for e in extra if not OVERRIDE.match(e)]
+    if rest or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    if hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

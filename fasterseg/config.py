@@ -262,7 +262,7 @@ class RunConfig:
         out = []
         for s in sections:
             for k in a[s]:
-                if _norm(a[s][k]) != _norm(b[s][k]):
+                if comparable(a[s][k]) != comparable(b[s][k]):
                     out.append(f"{s}.{k}: {a[s][k]!r} -> {b[s][k]!r}")
         return out
 
@@ -474,9 +474,10 @@ def _type_problems(section, name: str) -> list[str]:
     return out
 
 
-def _norm(v):
+def comparable(v, digits: int = 9):
+    """`v` with tuples as lists and floats rounded to `digits`: what two configs or sidecars are compared on."""
     if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
+        return [comparable(x, digits) for x in v]
     if isinstance(v, float):
-        return round(v, 9)
+        return round(v, digits)
     return v

@@ -24,26 +24,19 @@ def test_real_data_is_never_touched(tmp_path):
     before = {p: p.read_bytes() for p in files}
     with pytest.raises(ForeignDataError, match="holds data the kit did not generate.*data.dataset=cityscapes"):
         ensure(tmp_path, SyntheticSpec(64, 128, 2, 1, 0), progress=False)
-    # even with a (copied, old) synthetic marker, files the marker does not list are not deleted
+    # even with a (copied, old-layout) synthetic marker beside them, the kit writes only a tree of its own
     (tmp_path / "synthetic.json").write_text(json.dumps({"height": 64, "width": 128, "num_train": 1, "num_val": 1,
                                                          "seed": 5, "digest": "old"}))
-    with pytest.raises(ForeignDataError, match="will not delete them"):
-        ensure(tmp_path, SyntheticSpec(64, 128, 2, 1, 0), progress=False)
-    assert {p: p.read_bytes() for p in files} == before
-    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.name != "synthetic.json"
-                  and p.name != ".synthetic.lock") == files
+    tree = ensure(tmp_path, SyntheticSpec(64, 128, 2, 1, 0), progress=False)
+    assert tree.parent == tmp_path and {p: p.read_bytes() for p in files} == before
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and tree not in p.parents
+                  and p.name not in ("synthetic.json", ".generate.lock")) == files
 
 
 def test_generate_refuses_a_non_empty_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ForeignDataError, match="not empty"):
         generate(tmp_path, SyntheticSpec(64, 128, 1, 1, 0), progress=False)
-
-
-def test_replacing_an_old_synthetic_tree_deletes_only_its_files(tmp_path):
-    generate(tmp_path, SyntheticSpec(64, 128, 2, 1, 0), progress=False)
-    ensure(tmp_path, SyntheticSpec(64, 128, 1, 1, 1), progress=False)
-    assert len(list((tmp_path / "leftImg8bit" / "train").rglob("*.png"))) == 1
 
 
 # -- defect 4: the whole config is validated before any work ---------------------------------------------

@@ -5,7 +5,7 @@ import numpy as np
 
 from fasterseg.data.cityscapes import CityscapesDataset
 from fasterseg.data.labels import CITYSCAPES_CLASSES
-from fasterseg.data.synthetic import SyntheticSpec, ensure, generate
+from fasterseg.data.synthetic import SyntheticSpec, ensure, generate, read_marker, tree_name
 
 
 def _digest_tree(root: Path) -> dict[str, str]:
@@ -17,7 +17,7 @@ def test_same_seed_gives_identical_files(tmp_path):
     spec = SyntheticSpec(height=64, width=128, num_train=3, num_val=2, seed=11)
     a = _digest_tree(generate(tmp_path / "a", spec, progress=False))
     b = _digest_tree(generate(tmp_path / "b", spec, progress=False))
-    assert a == b and len(a) == 3 * 5
+    assert a == b and len(a) == 4 * 5
     c = _digest_tree(generate(tmp_path / "c", SyntheticSpec(64, 128, 3, 2, seed=12), progress=False))
     assert set(c) == set(a) and c != a  # another seed: same names, other pictures
 
@@ -52,12 +52,14 @@ def test_reader_loads_synthetic_and_classes_cover_context_and_thin_objects(tmp_p
     assert x.shape == (3, 128, 256) and y.dtype.is_floating_point is False and abs(float(x.mean())) < 3
 
 
-def test_ensure_skips_an_up_to_date_tree_and_replaces_an_old_one(tmp_path):
+def test_ensure_reuses_a_tree_and_never_rewrites_it_for_another_spec(tmp_path):
     spec = SyntheticSpec(height=64, width=128, num_train=2, num_val=1, seed=0)
-    generate(tmp_path, spec, progress=False)
-    marker = tmp_path / "leftImg8bit" / "train" / "synthburg" / "synthburg_000000_000019_leftImg8bit.png"
-    mtime = marker.stat().st_mtime_ns
-    ensure(tmp_path, spec, progress=False)
-    assert marker.stat().st_mtime_ns == mtime
-    ensure(tmp_path, SyntheticSpec(height=64, width=128, num_train=1, num_val=1, seed=0), progress=False)
-    assert len(list((tmp_path / "leftImg8bit" / "train").glob("*/*.png"))) == 1
+    tree = ensure(tmp_path, spec, progress=False)
+    assert tree == tmp_path / tree_name(spec) and read_marker(tree)["digest"] == spec.digest()
+    image = tree / "leftImg8bit" / "train" / "synthburg" / "synthburg_000000_000019_leftImg8bit.png"
+    mtime = image.stat().st_mtime_ns
+    assert ensure(tmp_path, spec, progress=False) == tree and image.stat().st_mtime_ns == mtime
+    other = ensure(tmp_path, SyntheticSpec(height=64, width=128, num_train=1, num_val=1, seed=1), progress=False)
+    assert other != tree and image.stat().st_mtime_ns == mtime  # another seed: a tree of its own, the first untouched
+    assert len(list((other / "leftImg8bit" / "train").glob("*/*.png"))) == 1
+    assert not list(tmp_path.glob(".*partial*"))

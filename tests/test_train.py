@@ -209,7 +209,8 @@ def test_predict_writes_overlays_and_label_ids(teacher_run, data_root, tmp_path)
 
     from fasterseg.deploy.predict import predict_folder
 
-    res = predict_folder(teacher_run, data_root / "leftImg8bit" / "val", tmp_path / "pred", label_ids=True,
+    tree = prepare_data(train_cfg(data_root).data, progress=False)
+    res = predict_folder(teacher_run, tree / "leftImg8bit" / "val", tmp_path / "pred", label_ids=True,
                          progress=False)
     ids = sorted((tmp_path / "pred" / "label_ids").rglob("*.png"))
     assert len(ids) == 2 and len(res.written) == 4 and not res.skipped

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fasterseg.data.synthetic import MARKER, spec_of, tree_path
 from fasterseg.data.labels import CAMVID_VOID, CITYSCAPES_LABEL_IDS, IGNORE, label_id_to_train_id_lut
 from fasterseg.data.transforms import to_tensor_pair
 from fasterseg.paths import resolve, where_relative_paths_resolve
@@ -191,12 +192,21 @@ class CamVidDataset(SegmentationDataset):
         return out
 
 
+def dataset_root(cfg) -> Path:
+    """Where a `DataConfig`'s images are: ``data.root`` for a real data set; for ``synthetic``, the spec's tree under
+    it (`synthetic.tree_path`)."""
+    root = resolve(cfg.root)
+    if cfg.dataset == "synthetic":
+        return tree_path(root, spec_of(cfg))
+    return root
+
+
 def build_dataset(cfg, split: str, transform=None):
     """The dataset named by a `DataConfig` (synthetic/cityscapes -> Cityscapes reader, camvid). Reading
     never generates anything: prepare the synthetic set first with `fasterseg.data.prepare.prepare_data`."""
-    root = resolve(cfg.root)
+    root = dataset_root(cfg)
     if cfg.dataset in ("synthetic", "cityscapes"):
-        if cfg.dataset == "synthetic" and not (root / "synthetic.json").exists():
+        if cfg.dataset == "synthetic" and not (root / MARKER).exists():
             raise DataTreeError(f"no synthetic data set at {root}: prepare it first with `fasterseg data generate` "
                                 "(or `fasterseg.data.prepare.prepare_data(cfg.data)` in Python)")
         return CityscapesDataset(root, split, transform, cfg.seed)

@@ -16,18 +16,21 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from fasterseg.data.labels import LABEL_ID, label_id_colors
 
 CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderton",)}
 FRAME = 19  # Cityscapes annotates frame 19 of each 30-frame snippet
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: instance ids; content-addressed folders
 
 # label ids used by the generator
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (LABEL_ID[n] for n in ("road", "sidewalk", "building", "wall", "fence"))
@@ -71,6 +74,12 @@ class SyntheticSpec:
     def digest(self) -> str:
         d = dict(self.__dict__, version=GENERATOR_VERSION)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spec_of(data_cfg) -> SyntheticSpec:
+    """The `SyntheticSpec` of a `DataConfig`."""
+    return SyntheticSpec(data_cfg.image_height, data_cfg.image_width, data_cfg.num_train, data_cfg.num_val,
+                         data_cfg.seed)
 
 
 class _Canvas:
@@ -438,134 +447,208 @@ def file_stem(split: str, index: int) -> tuple[str, str]:
     return city, f"{city}_{index:06d}_{FRAME:06d}"
 
 
-MARKER = "synthetic.json"  # written by the kit into every tree it generates, with the list of its files
-LOCK = ".synthetic.lock"
+MARKER = "synthetic.json"  # written by the kit into every tree it generates: the spec and every file with its hash
+JOURNAL = "journal.jsonl"  # a tree being generated: one line per file written, with its hash
+LOCK = ".generate.lock"
+PARTIAL = ".partial-"
+#: Cityscapes label ids whose objects are counted as instances (``hasInstances``)
+INSTANCE_IDS = tuple(LABEL_ID[n] for n in ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train",
+                                             "motorcycle", "bicycle"))
 
 
 class ForeignDataError(ValueError):
     """A folder holds files the kit did not generate; the kit refuses to write into or delete it."""
 
 
-def generate(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
-    """Write the data set to `root` (which must be new or empty) in the Cityscapes layout; returns `root`.
+def tree_name(spec: SyntheticSpec) -> str:
+    """The folder name of a spec's tree under ``data.root``: its content, so two specs never share a folder."""
+    return f"{spec.height}x{spec.width}-{spec.num_train}+{spec.num_val}-seed{spec.seed}-v{GENERATOR_VERSION}"
 
-    Files: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` (RGB) and
-    ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` (label ids) plus ``..._gtFine_color.png``, and
-    ``synthetic.json``: the spec, its digest and every file written, so the kit knows what it owns. The
-    marker is written first (``complete: false``) and completed last, so an interrupted run is recognised.
+
+def instance_ids(labels: np.ndarray) -> np.ndarray:
+    """Cityscapes ``*_gtFine_instanceIds.png`` content (uint16) of a label-id map: label id for stuff, and
+    label id x 1000 + k for the k-th object of an instance class (its connected regions, numbered from 0)."""
+    out = labels.astype(np.uint16)
+    for lid in INSTANCE_IDS:
+        comp, n = ndimage.label(labels == lid)
+        if n:
+            out = np.where(comp > 0, lid * 1000 + comp - 1, out).astype(np.uint16)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
+    """Write the data set into `root` (which must be new or empty) in the Cityscapes layout; returns `root`.
+
+    Files: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` (RGB) and ``gtFine/<split>/<city>/<stem>_gtFine_*``:
+    ``labelIds`` (label ids), ``instanceIds`` (16-bit, as the official evaluation reads them) and ``color``. Each
+    file is written and then journaled with its sha256 (``journal.jsonl``); ``synthetic.json`` (the spec, its
+    digest and every file with its hash) is written last, so a tree without it is known to be incomplete.
     """
     if spec.height % 32 or spec.width % 32:
         raise ValueError(f"image size {spec.height}x{spec.width} must be a multiple of 32 (the network's stride)")
-
     root = Path(root)
-    if root.exists() and any(p.name not in (MARKER, LOCK) for p in root.iterdir()):
-        raise ForeignDataError(
-            f"{root} is not empty; the synthetic data set is only generated into a new or empty folder"
-        )
+    if root.exists() and any(root.iterdir()):
+        raise ForeignDataError(f"{root} is not empty; the synthetic data set is only generated into a new or empty "
+                               "folder")
     root.mkdir(parents=True, exist_ok=True)
     colors = label_id_colors()
     jobs = [("train", i) for i in range(spec.num_train)] + [("val", i) for i in range(spec.num_val)]
-    marker = dict(spec.__dict__, digest=spec.digest(), complete=False, files=spec_files(spec))
+    files = []
+    with open(root / JOURNAL, "a") as journal:
+        for split, i in tqdm(jobs, desc="synthetic street scenes", disable=not progress):
+            rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, i])
+            image, labels = render_scene(rng, spec.height, spec.width)
+            for rel, array in zip(spec_stems(split, i), (image, labels, instance_ids(labels), colors[labels])):
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+                entry = {"path": rel, "sha256": _sha256(path)}
+                journal.write(json.dumps(entry) + "\n")
+                journal.flush()
+                files.append(entry)
+    marker = dict(spec.__dict__, digest=spec.digest(), version=GENERATOR_VERSION, complete=True, files=files)
     (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
-    for split, i in tqdm(jobs, desc="synthetic street scenes", disable=not progress):
-        rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, i])
-        image, labels = render_scene(rng, spec.height, spec.width)
-        city, stem = file_stem(split, i)
-        img_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
-        img_dir.mkdir(parents=True, exist_ok=True)
-        gt_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(img_dir / f"{stem}_leftImg8bit.png")
-        Image.fromarray(labels).save(gt_dir / f"{stem}_gtFine_labelIds.png")
-        Image.fromarray(colors[labels]).save(gt_dir / f"{stem}_gtFine_color.png")
-    marker["complete"] = True
-    (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    (root / JOURNAL).unlink()
     return root
+
+
+def spec_stems(split: str, index: int) -> list[str]:
+    """Relative paths of image `index` of `split`: image, label ids, instance ids, colour labels."""
+    city, stem = file_stem(split, index)
+    return [f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
+            f"gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png", f"gtFine/{split}/{city}/{stem}_gtFine_color.png"]
 
 
 def spec_files(spec: SyntheticSpec) -> list[str]:
     """Relative paths of every file `generate` writes for `spec`."""
-    files = []
-    for split, n in (("train", spec.num_train), ("val", spec.num_val)):
-        for i in range(n):
-            city, stem = file_stem(split, i)
-            files += [
-                f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
-                f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
-                f"gtFine/{split}/{city}/{stem}_gtFine_color.png",
-            ]
-    return files
+    return [rel for split, n in (("train", spec.num_train), ("val", spec.num_val)) for i in range(n)
+            for rel in spec_stems(split, i)]
 
 
-def _read_marker(root: Path) -> dict | None:
-    """The kit's marker with its file list (reconstructed from the spec for trees of older kit versions,
-    whose marker has no list), or None when `root` holds no marker of ours."""
+def read_marker(tree: Path) -> dict | None:
+    """The kit's marker of a complete tree (spec, digest, files with hashes), or None."""
     try:
-        m = json.loads((root / MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
+        m = json.loads((Path(tree) / MARKER).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not isinstance(m, dict) or "digest" not in m:
-        return None
-    if not isinstance(m.get("files"), list):
-        try:
-            old = SyntheticSpec(*(int(m[k]) for k in ("height", "width", "num_train", "num_val", "seed")))
-        except (KeyError, TypeError, ValueError):
-            return None
-        m = dict(m, files=spec_files(old), complete=m.get("complete", True))
-    return m
+    return m if isinstance(m, dict) and m.get("complete") and "digest" in m else None
 
 
-def _foreign_files(root: Path, owned: set[str]) -> list[str]:
-    """Files under `root` that the kit did not write (the marker and lock aside)."""
-    return sorted(
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file() and str(p.relative_to(root)) not in owned | {MARKER, LOCK}
-    )
+def owned_entries(tree: Path) -> list[dict]:
+    """The files a (possibly partial) tree of the kit's says it wrote: its marker's list, else its journal."""
+    m = read_marker(tree)
+    if m is not None and isinstance(m.get("files"), list):
+        return m["files"]
+    entries = []
+    try:
+        for line in (Path(tree) / JOURNAL).read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a crash: what follows was never completed
+    except (OSError, UnicodeDecodeError):
+        pass
+    return entries
 
 
-def ensure(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
-    """Generate the data set unless `root` already holds exactly this spec (checked by digest).
+def delete_owned(tree: Path, entries: list[dict]) -> int:
+    """Delete the files `entries` list inside `tree`, each proven the kit's at deletion time: a relative path that
+    resolves inside `tree` through no symbolic link, a regular file, and the recorded sha256. Every entry is checked
+    before anything is deleted; one that fails refuses the whole deletion (`ForeignDataError` naming it). Empty
+    folders left behind are removed. Returns the number of files deleted."""
+    tree = Path(tree)
+    base = tree.resolve()
+    checked = []
+    for e in entries:
+        rel = e.get("path") if isinstance(e, dict) else None
+        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ForeignDataError(f"{tree}: the kit's list names {rel!r}, which is not a path inside the tree; "
+                                   "nothing was deleted")
+        p = tree / rel
+        for part in [p, *p.parents]:
+            if part == tree or len(part.parts) <= len(tree.parts):
+                break
+            if part.is_symlink():
+                raise ForeignDataError(f"{tree}: {part} is a symbolic link; the kit deletes nothing through links "
+                                       "(nothing was deleted)")
+        if not p.exists():
+            continue
+        if not p.resolve().is_relative_to(base) or not p.is_file():
+            raise ForeignDataError(f"{tree}: {rel} is not a file inside the tree; nothing was deleted")
+        if _sha256(p) != e.get("sha256"):
+            raise ForeignDataError(f"{tree}: {rel} is not the file the kit wrote (its content changed); nothing was "
+                                   "deleted")
+        checked.append(p)
+    for p in checked:
+        p.unlink()
+    for d in sorted((q for q in tree.rglob("*") if q.is_dir() and not q.is_symlink()), key=lambda q: -len(q.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return len(checked)
 
-    The kit only ever writes into a folder that is new or empty, or one it generated itself (its
-    ``synthetic.json`` lists every file); it replaces an older synthetic tree by deleting exactly the
-    files that list names. A folder holding anything else is refused with `ForeignDataError`.
-    Safe to call from parallel processes: generation holds a lock file inside `root`.
-    """
-    root = Path(root)
 
-    def up_to_date() -> bool:
-        m = _read_marker(root)
-        return bool(m and m.get("complete") and m.get("digest") == spec.digest())
+def _remove_partial(partial: Path) -> None:
+    """A tree whose generation stopped (no marker): delete what its journal proves the kit wrote, then the folder
+    (left in place, with a warning, when anything else is in it)."""
+    try:
+        delete_owned(partial, owned_entries(partial))
+        for name in (JOURNAL,):
+            (partial / name).unlink(missing_ok=True)
+        partial.rmdir()
+    except (ForeignDataError, OSError) as e:
+        warnings.warn(f"left {partial} in place: {e}", stacklevel=3)
 
-    if up_to_date():
-        return root
-    if root.exists() and not root.is_dir():
-        raise ForeignDataError(f"data.root {root} is a file; point data.root at a folder")
-    marker = _read_marker(root) if root.exists() else None
-    if root.exists() and marker is None and any(p.name != LOCK for p in root.iterdir()):
+
+def _check_parent(parent: Path) -> None:
+    """Refuse a `data.root` that holds anything but the kit's trees (a real data set, say)."""
+    old_layout = (parent / MARKER).exists()  # a tree of kit versions before content-addressed folders
+    for p in parent.iterdir():
+        if p.name in (LOCK,) or PARTIAL in p.name:
+            continue
+        if p.is_dir() and not p.is_symlink() and ((p / MARKER).exists() or (p / JOURNAL).exists()):
+            continue
+        if old_layout and p.name in (MARKER, ".synthetic.lock", "leftImg8bit", "gtFine"):
+            continue
         raise ForeignDataError(
-            f"data.root {root} holds data the kit did not generate (no {MARKER}); the synthetic data set is only "
-            "written into a new or empty folder. For real Cityscapes set data.dataset=cityscapes; for synthetic "
-            "scenes choose another folder, e.g. data.root=data/synthetic/mine"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK, "w") as lock:
+            f"data.root {parent} holds data the kit did not generate (e.g. {p.name}); the synthetic data set is only "
+            "written into a folder of its own. For real Cityscapes set data.dataset=cityscapes; for synthetic scenes "
+            "choose another folder, e.g. data.root=data/synthetic/mine")
+
+
+def tree_path(parent: str | Path, spec: SyntheticSpec) -> Path:
+    """Where the tree of `spec` lives under `parent` (``data.root``)."""
+    return Path(parent) / tree_name(spec)
+
+
+def ensure(parent: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
+    """The tree of `spec` under `parent` (``data.root``): ``<parent>/<tree_name(spec)>``, generated once and never
+    rewritten, so a run reading it is never disturbed by another spec's generation. A new tree is generated into a
+    temporary sibling and renamed into place when complete; parallel processes wait on a lock inside `parent`;
+    partial trees left by a crash are removed, file by file, as `delete_owned` proves them the kit's.
+    `parent` must be new, empty or hold only the kit's trees (`ForeignDataError` otherwise)."""
+    parent = Path(parent)
+    tree = tree_path(parent, spec)
+    m = read_marker(tree)
+    if m is not None and m.get("digest") == spec.digest():
+        return tree
+    if parent.exists() and not parent.is_dir():
+        raise ForeignDataError(f"data.root {parent} is a file; point data.root at a folder")
+    if tree.exists():
+        raise ForeignDataError(f"{tree} exists but holds no complete tree of this spec ({MARKER} missing or "
+                               "another digest); move it away and run again")
+    parent.mkdir(parents=True, exist_ok=True)
+    _check_parent(parent)
+    with open(parent / LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if up_to_date():  # another process generated it while we waited
-            return root
-        marker = _read_marker(root)
-        if marker is not None:  # an older (or interrupted) tree of ours: remove exactly our files
-            owned = set(marker["files"])
-            foreign = _foreign_files(root, owned)
-            if foreign:
-                raise ForeignDataError(
-                    f"data.root {root} is a synthetic tree the kit generated, but it now also holds files the kit did "
-                    f"not write ({len(foreign)}, e.g. {foreign[0]}); the kit will not delete them. Move them away or "
-                    "choose another data.root"
-                )
-            for rel in owned:
-                (root / rel).unlink(missing_ok=True)
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                if not any(d.iterdir()):
-                    d.rmdir()
-        return generate(root, spec, progress=progress)
+        if read_marker(tree) is not None:  # another process generated it while we waited
+            return tree
+        for stale in parent.glob(f".*{PARTIAL}*"):
+            _remove_partial(stale)
+        partial = parent / f".{tree.name}{PARTIAL}{os.getpid()}"
+        generate(partial, spec, progress=progress)
+        os.rename(partial, tree)
+    return tree

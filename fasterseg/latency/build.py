@@ -67,8 +67,20 @@ def build_table(path: str | Path, backend: Backend, space: SearchSpace, stem_hea
     return table
 
 
-def build_for(cfg, backend: Backend, path: str | Path, resume: bool = True) -> LatencyTable:
-    """Build (or complete) the table of a config's search space and deployment resolution at `path`."""
+def build_for(cfg, backend: Backend, path: str | Path, resume: bool = True, force: bool = False) -> LatencyTable:
+    """Build (or complete) the table of a config's search space and deployment resolution at `path`. A complete
+    table already there is never rewritten unless `force` (a committed table stays as it was measured); a partial
+    one is completed (`resume`), or started over with ``resume=False`` and `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        try:
+            complete = LatencyTable.load(path).meta.get("complete", False)
+        except LatencyTableError:
+            complete = True  # unreadable: do not touch it either
+        if complete or not resume:
+            raise LatencyTableError(
+                f"{path} already holds a {'complete ' if complete else ''}latency table; write the new one elsewhere "
+                "with --out NEW.csv (then latency.table=NEW.csv), or replace it with --force")
     space = SearchSpace.from_config(cfg.space)
     return build_table(path, backend, space, cfg.space.stem_head_widths, cfg.data.num_classes, cfg.latency.height,
                        cfg.latency.width, resume=resume)

@@ -112,6 +112,19 @@ def check_fit(table: LatencyTable, mode: str, where: str, profile: str = "...") 
     return rescaled(table, f, f"in memory, from {where}") if mode == "rescale" else table
 
 
+def fit_warning(table: LatencyTable, where: str) -> str | None:
+    """A one-line warning when `table` no longer fits this machine (its probe off by more than the tolerance),
+    naming the factor and the fixes; None when it fits or cannot be re-timed here."""
+    if runnable_here(table):
+        return None
+    f = measure_fit(table)["factor"]
+    if abs(f - 1) <= TOLERANCE:
+        return None
+    return (f"warning: {where} does not fit this machine: its probe blocks run {f:.2f}x the recorded times here, so "
+            "every prediction below is off by about that factor; rebuild it (fasterseg latency build --out NEW.csv) "
+            "or rescale it (fasterseg latency calibrate --write NEW.csv)")
+
+
 def calibrate_table(path, write=None) -> list[str]:
     """`fasterseg latency calibrate`: the factor of the table at `path` on this machine, per block; with
     `write`, a copy rescaled by it. Returns the lines to print."""

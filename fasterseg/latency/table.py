@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -188,12 +189,14 @@ class LatencyTable:
             raise MissingEntriesError(miss, "measure them with `fasterseg latency build --resume` (same backend "
                                       "and device), or pass a backend to measure on demand")
         desc = backend.describe()
-        for f in ("backend", "device", "threads"):
+        for f in ("backend", "device_type", "threads"):
             if self.meta.get(f) is not None and self.meta.get(f) != desc.get(f):
                 raise LatencyTableError(f"cannot fill missing entries with {desc.get(f)!r}: the table's {f} is "
                                         f"{self.meta.get(f)!r}; measure on the table's own {f}")
 
-        for k in tqdm(miss, desc="measuring missing latency entries"):
+        warnings.warn(f"measuring {len(miss)} entries the table lacks with {desc.get('backend')} on "
+                      f"{desc.get('device')} (kept in memory, not written to the table)", stacklevel=3)
+        for k in tqdm(miss, desc="measuring missing latency entries", leave=False):
             t = backend.time(k.module(), k.input_shape())
             self.entries[k] = Entry(t.median_ms, t.spread_ms, t.count)
         return miss

@@ -36,11 +36,13 @@ def search_data(cfg: RunConfig):
     w_idx, a_idx = split_train(len(train), sc.train_portion, sc.seed)
     need = max(sc.batch_size, sc.pretrain_batch_size)
     if min(len(w_idx), len(a_idx)) < need or len(val) == 0:
+        more = ("raise data.num_train (and data.num_val)" if cfg.data.dataset == "synthetic" else
+                f"add images to the {cfg.data.dataset} tree at data.root={cfg.data.root}")
         raise SearchError(
             f"the data is too small: {len(train)} training images split into {len(w_idx)} for weight steps and "
             f"{len(a_idx)} for architecture steps (search.train_portion {sc.train_portion}), {len(val)} validation "
-            f"images; each half needs at least the batch size ({need}). Add images (data.num_train) or lower the "
-            "batch size")
+            f"images; each half needs at least the batch size ({need}). Lower search.batch_size and "
+            f"search.pretrain_batch_size, or {more}")
     if sc.val_images:
         val.samples = val.samples[: sc.val_images]
     return train, val, w_idx, a_idx
