@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fasterseg import pipeline
 from fasterseg.config import RunConfig, load_config, profile
 from fasterseg.data.cityscapes import read_image
 from fasterseg.deploy.export import export_run
 from fasterseg.evaluation.run import evaluate_run
+from fasterseg.nas.run import run_search
 from fasterseg.nets.arch import Architecture
 from fasterseg.nets.build import load_network, predict_image
-from fasterseg import pipeline
 from fasterseg.pipeline import PipelineResult
 from fasterseg.runs import load_history
-from fasterseg.nas.run import run_search
 from fasterseg.training.trainer import run_train
 
 __all__ = ["Architecture", "RunConfig", "evaluate", "export", "load_config", "load_history", "load_network",

@@ -26,6 +26,10 @@ from fasterseg.latency import load_for
 from fasterseg.latency.backends import OnnxRuntimeBackend, get_backend
 from fasterseg.latency.build import build_table
 from fasterseg.latency.keys import space_keys
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
+from fasterseg.nas.run import search_data
+from fasterseg.nas.searcher import Searcher
+from fasterseg.nas.tuning import sweep_config
 from fasterseg.nets import published
 from fasterseg.nets.counting import totals
 from fasterseg.nets.network import DerivedNet
@@ -36,10 +40,6 @@ from fasterseg.nets.supernet import Supernet
 from fasterseg.panels import TuningPanel
 from fasterseg.paths import resolve, write_text
 from fasterseg.pipeline import run_pipeline
-from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
-from fasterseg.nas.run import search_data
-from fasterseg.nas.searcher import Searcher
-from fasterseg.nas.tuning import sweep_config
 from fasterseg.timing import REF_MACS, environment, interleaved, no_grad_call, peak_rss_mb, reference_conv
 from fasterseg.tradeoffs import reference_points
 

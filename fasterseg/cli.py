@@ -28,13 +28,13 @@ from fasterseg.latency import validate as latency_validate
 from fasterseg.latency.backends import get_backend
 from fasterseg.latency.build import build_for
 from fasterseg.latency.calibrate import calibrate_table, fit_warning
+from fasterseg.nas.run import run_search
+from fasterseg.nas.searcher import SEARCH_SECTIONS
 from fasterseg.nets import published
 from fasterseg.nets.counting import arch_report
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import resolve, write_text
 from fasterseg.runs import RunError
-from fasterseg.nas.run import run_search
-from fasterseg.nas.searcher import SEARCH_SECTIONS
 from fasterseg.studies import collapse_lines, run_collapse, run_study
 from fasterseg.training.trainer import TRAIN_SECTIONS, run_train, stored_model
 from fasterseg.viz.latency_plots import plot_predicted_vs_measured

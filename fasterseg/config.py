@@ -12,6 +12,7 @@ every bad field and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -349,8 +350,6 @@ def load_config(path: str | Path | None = None, profile_name: str | None = None,
 
 def _nearest(name: str, options) -> str:
     """``; did you mean 'x'?`` for the closest of `options`, or nothing."""
-    import difflib
-
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

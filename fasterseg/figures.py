@@ -19,6 +19,8 @@ from fasterseg.data.check import check_tree
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.prepare import prepare_data
 from fasterseg.latency import LatencyTable, load_for
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.tuning import sweep_config
 from fasterseg.nets import published
 from fasterseg.nets.counting import count
 from fasterseg.nets.derive import decision_margins, derive
@@ -27,8 +29,6 @@ from fasterseg.nets.space import SearchSpace
 from fasterseg.panels import TuningPanel
 from fasterseg.paths import resolve
 from fasterseg.runs import load_history
-from fasterseg.nas.records import final_arch
-from fasterseg.nas.tuning import sweep_config
 from fasterseg.studies import mean_per_class
 from fasterseg.tradeoffs import reference_points
 from fasterseg.viz.arch_plots import plot_cost_breakdown, plot_margins

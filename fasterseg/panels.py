@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from fasterseg.latency.expected import ExpectedLatency
-from fasterseg.nets.space import SearchSpace
-from fasterseg.runs import load_history
 from fasterseg.nas import tuning
 from fasterseg.nas.records import final_arch
+from fasterseg.nets.space import SearchSpace
+from fasterseg.runs import load_history
 from fasterseg.viz.graphs import arch_graph
 from fasterseg.viz.tuning_plots import sweep_figure
 

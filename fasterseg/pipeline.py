@@ -27,14 +27,14 @@ from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run
 from fasterseg.evaluation.run import evaluate_run
 from fasterseg.latency import load_for
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.run import run_search
 from fasterseg.nets.counting import totals
 from fasterseg.nets.footprint import check_run
 from fasterseg.nets.network import DerivedNet
 from fasterseg.paths import check_writable
 from fasterseg.report import write_report
 from fasterseg.runs import load_history, run_status
-from fasterseg.nas.records import final_arch
-from fasterseg.nas.run import run_search
 from fasterseg.training.trainer import run_train
 
 STAGES = 9

@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 
 from fasterseg.config import RunConfig
-from fasterseg.tracking import Tracker, provenance
 from fasterseg.paths import check_writable
+from fasterseg.tracking import Tracker, provenance
 
 RUN_FORMAT = "fasterseg-run"
 RUNTIME_SECTIONS = ("runtime",)  # may differ when a run is resumed

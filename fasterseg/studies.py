@@ -13,12 +13,12 @@ import pandas as pd
 
 from fasterseg.config import RunConfig
 from fasterseg.evaluation.run import evaluate_run
-from fasterseg.nets.footprint import check_run
-from fasterseg.nets.peers import PEERS
-from fasterseg.runs import load_history, run_status
 from fasterseg.nas.records import final_arch
 from fasterseg.nas.run import run_search
 from fasterseg.nas.searcher import SEARCH_SECTIONS
+from fasterseg.nets.footprint import check_run
+from fasterseg.nets.peers import PEERS
+from fasterseg.runs import load_history, run_status
 from fasterseg.training.trainer import run_train
 
 COMPARE_COLUMNS = ["miou", "latency_ms", "fps", "skip_share", "zoomed_share", "first_down_32", "first_down_16",

@@ -43,3 +43,10 @@ def test_meter_accepts_logits_and_out_of_range_is_an_error():
     assert m.cm.sum() == 3 and m.cm[1, 1] == 2
     with pytest.raises(ValueError, match="num_classes"):
         confusion_matrix(np.array([0]), np.array([5]), 3)
+
+
+def test_the_metrics_ignore_the_kits_ignore_label():
+    from fasterseg.data.labels import IGNORE
+    from fasterseg.metrics import IGNORE as METRICS_IGNORE
+
+    assert METRICS_IGNORE == IGNORE == 255

@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fasterseg.data.synthetic import MARKER, spec_of, tree_path
 from fasterseg.data.labels import CAMVID_VOID, CITYSCAPES_LABEL_IDS, IGNORE, label_id_to_train_id_lut
+from fasterseg.data.synthetic import MARKER, spec_of, tree_path
 from fasterseg.data.transforms import to_tensor_pair
 from fasterseg.paths import resolve, where_relative_paths_resolve
 

@@ -21,6 +21,7 @@ naming the mismatching tensors. The file is read with ``torch.load(weights_only=
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -135,8 +136,6 @@ def import_weights(weights: str | Path, arch: str | Path, out: str | Path, num_c
     model.load_state_dict(state)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps(spec, indent=1) + "\n")
-    import io
-
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     for which in ("best", "last"):

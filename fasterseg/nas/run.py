@@ -19,12 +19,12 @@ from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.prepare import prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.latency import load_for
+from fasterseg.nas.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, step_columns
+from fasterseg.nas.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable
 from fasterseg.runs import Position, RunDir, RunLoop, StopFlag, already_done, drive
 from fasterseg.runtime import Runtime
-from fasterseg.nas.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, step_columns
-from fasterseg.nas.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
 
 
 def search_data(cfg: RunConfig):

@@ -27,13 +27,13 @@ from fasterseg.config import RunConfig
 from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
 from fasterseg.losses import ohem_cross_entropy
 from fasterseg.metrics import SegMeter
+from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
+from fasterseg.nas.records import review_set
 from fasterseg.nets.derive import DeriveRules
 from fasterseg.nets.space import SearchSpace
 from fasterseg.nets.supernet import PREDICTIONS, Supernet
 from fasterseg.runs import Position, RunError
 from fasterseg.runtime import Runtime
-from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
-from fasterseg.nas.records import review_set
 
 SEARCH_SECTIONS = ("data", "space", "latency", "search", "runtime")
 PHASES = ("pretrain", "search")

@@ -20,13 +20,13 @@ import torch
 
 from fasterseg.config import RunConfig
 from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
+from fasterseg.nas.records import final_arch
+from fasterseg.nas.run import run_search
 from fasterseg.nets.arch import Architecture
 from fasterseg.nets.ops import PRIMITIVES
 from fasterseg.nets.space import SCALES, SearchSpace
 from fasterseg.nets.supernet import ArchSet
 from fasterseg.runs import load_history
-from fasterseg.nas.records import final_arch
-from fasterseg.nas.run import run_search
 
 
 def load_sweep(folder: str | Path) -> pd.DataFrame:

@@ -13,7 +13,9 @@ onnxruntime and tensorrt are imported inside the functions that use them: `impor
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
+import logging
 import os
 import sys
 import warnings
@@ -33,8 +35,6 @@ class ExportUnavailable(RuntimeError):
 @contextlib.contextmanager
 def quiet_logger(name: str = ""):
     """Only errors from the logger `name` (the root logger by default) for the duration; its level restored."""
-    import logging
-
     logger = logging.getLogger(name or None)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -55,8 +55,6 @@ def _quiet_stdout_fd():
             yield
     finally:
         try:  # what C++ wrote into the C library's buffer goes to /dev/null too, not to the restored stdout
-            import ctypes
-
             ctypes.CDLL(None).fflush(None)
         except (OSError, AttributeError):
             pass

@@ -33,12 +33,12 @@ from tqdm.auto import tqdm
 from fasterseg.config import RunConfig
 from fasterseg.data.batching import chunk, epoch_batches
 from fasterseg.data.cityscapes import build_dataset
-from fasterseg.data.prepare import prepare_data
 from fasterseg.data.labels import overlay, palette
+from fasterseg.data.prepare import prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.evaluation.scores import evaluate_model
 from fasterseg.losses import segmentation_loss
-from fasterseg.nets.build import predict_logits, build_model, kaiming_init, model_spec, model_weights_path
+from fasterseg.nets.build import build_model, kaiming_init, model_spec, model_weights_path, predict_logits
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable, display_path
 from fasterseg.runs import Position, RunDir, RunError, RunLoop, StopFlag, already_done, atomic_write, drive
