@@ -7,6 +7,7 @@ and saves the resulting config next to its outputs. Start with: fasterseg pipeli
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -35,6 +36,7 @@ from fasterseg.nets.counting import arch_report
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import resolve, write_text
 from fasterseg.runs import RunError
+from fasterseg.runtime import PeerLost, Runtime, shutdown
 from fasterseg.studies import collapse_lines, run_collapse, run_study
 from fasterseg.training.trainer import TRAIN_SECTIONS, run_train, stored_model
 from fasterseg.viz.latency_plots import plot_predicted_vs_measured
@@ -171,7 +173,7 @@ def cmd_latency_import(args) -> int:
 def cmd_search(args) -> int:
     out = resolve(args.out or f"runs/search-{args.profile or 'tiny'}")
     cfg = _resume_config(args, out, SEARCH_SECTIONS)
-    run_search(cfg, out, resume=args.resume, max_steps=args.max_steps)
+    run_search(cfg, out, resume=args.resume or args.restart, max_steps=args.max_steps, restart=args.restart)
     print(f"run directory: {out}")
     return 0
 
@@ -186,10 +188,10 @@ def cmd_collapse(args) -> int:
 def cmd_train(args) -> int:
     out = resolve(args.out or f"runs/train-{args.profile or 'tiny'}")
     cfg = _resume_config(args, out, TRAIN_SECTIONS + ("eval",))
-
-    model, teacher = (args.model, args.teacher) if args.model else stored_model(out, args.resume, args.teacher)
-    run_train(cfg, model, out, resume=args.resume, teacher=resolve(teacher) if teacher else None,
-              max_steps=args.max_steps)
+    resume = args.resume or args.restart
+    model, teacher = (args.model, args.teacher) if args.model else stored_model(out, resume, args.teacher)
+    run_train(cfg, model, out, resume=resume, teacher=resolve(teacher) if teacher else None,
+              max_steps=args.max_steps, restart=args.restart)
     print(f"run directory: {out}")
     return 0
 
@@ -212,10 +214,11 @@ def cmd_export(args) -> int:
     return 0
 
 def cmd_predict(args) -> int:
-    cfg = _config(args, ("eval",))
+    cfg = _config(args, ("eval", "runtime"))
     flip = cfg.eval.flip if args.flip is None else args.flip
+    rt = Runtime.local(cfg.runtime)
     res = predict_folder(resolve(args.run), resolve(args.images), resolve(args.out), label_ids=args.label_ids,
-                         flip=flip)
+                         flip=flip, device=rt.device)
     print("\n".join(predict_summary(res)))
     return 0
 
@@ -257,6 +260,8 @@ OUT = ("--out", {"help": "output folder"})
 RESUME = ("--resume", {"action": "store_true", "help": "continue the run in --out from its last good checkpoint"})
 MAX_STEPS = ("--max-steps", {"type": "positive", "help": "stop after this many steps of this call, with a checkpoint "
                                                            "(continue later with --resume)"})
+RESTART = ("--restart", {"action": "store_true", "help": "start the run in --out over, clearing its records (when "
+                                                        "nothing usable is left to resume)"})
 RUN = ("run", {"help": "a finished training run"})
 WEIGHTS = ("--weights", {"choices": ("best", "last"), "default": "best"})
 SEEDS = ("--seeds", {"nargs": "+", "type": int, "default": [0, 1, 2]})
@@ -290,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
          False, ("--reference", {"default": "../shared/reference", "help": "folder holding arch_0.pt and arch_1.pt"}),
          ("--out", {"default": "fasterseg/published", "help": "where to write the JSON files"}))
     _cmd(sub, "search", cmd_search, "pretrain + co-search teacher and student (resumable)", True, OUT, RESUME,
-         MAX_STEPS)
+         RESTART, MAX_STEPS)
     _cmd(sub, "collapse", cmd_collapse, "coarse vs decoupled latency penalty at equal lambda: a side-by-side table",
          True, OUT, ("--jobs", {"type": "positive", "default": 1, "help": "2 runs both searches at once"}),
          ("--resume", {"action": "store_true", "help": "continue unfinished searches of the study"}))
     _cmd(sub, "train", cmd_train, "train a network from scratch (optionally distilled from a teacher run)", True,
          ("--model", {"help": "architecture JSON, published name (fasterseg_student) or peer:NAME (fast_scnn, "
                               "lraspp_mobilenetv3_large, bisenetv2, ddrnet23_slim)"}),
-         ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, MAX_STEPS)
+         ("--teacher", {"help": "a finished training run to distil from"}), OUT, RESUME, RESTART, MAX_STEPS)
     _cmd(sub, "evaluate", cmd_evaluate, "whole-image mIoU, per-class IoU, majority baseline, measured latency", True,
          RUN, ("--weights", {"choices": ("best", "last", "init"), "default": "best",
                              "help": "init (with --latency-only): time the architecture freshly initialised, "
@@ -400,14 +405,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    say = (lambda text: print(text, file=sys.stderr)) if os.environ.get("RANK", "0") == "0" else (lambda text: None)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("error: interrupted (nothing of this command was saved beyond what it already wrote)", file=sys.stderr)
+        say("error: interrupted (nothing of this command was saved beyond what it already wrote)")
         return 130
-    except (ValueError, RunError, OSError) as e:  # config, data, architecture, table and run errors carry their fix
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, RunError, OSError, PeerLost) as e:  # config, data, table, run errors carry their fix
+        say(f"error: {e}")  # under torchrun every rank stops alike; rank 0 says why, once
         return 2
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ class RuntimeConfig:
     pin_memory: bool = True  # used on CUDA only
     threads: int = 0  # torch CPU threads (0: PyTorch's default)
     tensorboard: bool = True  # TensorBoard event files beside the CSV histories (<run>/tensorboard/)
+    sync_bn: bool = True  # batch-norm statistics over the global batch when several processes run (torchrun)
 
 
 SECTIONS = ("data", "space", "latency", "search", "train", "distill", "eval", "export", "runtime")
@@ -238,7 +239,16 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A stored ``config.json``; `ConfigError` naming the file when it is damaged."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path} is damaged or unreadable ({e}); restore it, or start over with --restart") \
+                from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} is not a config (a JSON object of sections); restore it, or start over with "
+                              "--restart")
+        return cls.from_dict(d)
 
     @property
     def n_sets(self) -> int:

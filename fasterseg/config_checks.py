@@ -234,3 +234,22 @@ def memory_problems(cfg, sections) -> list[str]:
                 "train.batch_size (or raise train.accumulate)"
             )
     return p
+
+
+def world_problems(cfg, command: str, world: int) -> list[str]:
+    """What stops `command` (``search``, ``train`` or ``pipeline``) of `cfg` from running on `world` processes
+    (torchrun: nodes x processes per node): each process needs a whole share of the batch, and a search at least 2
+    images per process (batch norm)."""
+    p = []
+    if command in ("search", "pipeline"):
+        for name in ("batch_size", "pretrain_batch_size"):
+            b = getattr(cfg.search, name)
+            if b % world or b // world < 2:
+                p.append(f"search.{name}={b} must split into at least 2 images on each of the {world} processes "
+                         f"(batch norm needs more than one image): use a multiple of {2 * world}")
+    if command in ("train", "pipeline"):
+        t = cfg.train
+        if t.batch_size % (world * t.accumulate):
+            p.append(f"train.batch_size={t.batch_size} must be divisible by the number of processes ({world}) x "
+                     f"train.accumulate ({t.accumulate})")
+    return p

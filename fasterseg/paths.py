@@ -2,6 +2,7 @@
 so the CLI, the notebooks (which run in ``notebooks/``) and the tests see the same files."""
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -72,3 +73,11 @@ def display_path(path: str | Path) -> str:
         return str(p.resolve().relative_to(project_root().resolve()))
     except ValueError:
         return str(p)
+
+
+def file_digest(*paths: str | Path) -> str:
+    """sha256 of the files' bytes, in order (a latency table and its sidecar, an architecture, a data marker)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()

@@ -15,6 +15,7 @@ student, with a report. Stages (one line each; every stage resumable and skipped
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ from fasterseg.nets.footprint import check_run
 from fasterseg.nets.network import DerivedNet
 from fasterseg.paths import check_writable
 from fasterseg.report import write_report
-from fasterseg.runs import load_history, run_status
-from fasterseg.training.trainer import run_train
+from fasterseg.runs import RunError, load_history, run_status
+from fasterseg.runtime import Runtime
+from fasterseg.training.trainer import run_train, weights_complete
 
 STAGES = 9
 
@@ -71,22 +73,40 @@ def _stage(say, k: int, name: str, text: str) -> None:
     say(f"[{k}/{STAGES} {name}] {text}")
 
 
+PIPELINE_SECTIONS = ("data", "space", "latency", "search", "train", "distill", "eval", "export")
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = print,
                  progress: bool = True) -> PipelineResult:
-    """Run every stage into `out` (see the module docstring); a stage already done is skipped."""
+    """Run every stage into `out` (see the module docstring); a stage whose outputs are complete is skipped.
+
+    A pipeline folder keeps the config it was started with (``pipeline.json``): another config (``runtime``
+    aside) is refused naming the differences, as a search or a training refuses one. Before a stage is
+    skipped, its outputs are checked (final architectures, weights, evaluation with its figures, the ONNX file
+    against its recorded checksum); incomplete ones are made again. Under ``torchrun`` every rank searches and
+    trains (data-parallel); data preparation, the derived architectures, evaluation, export and the report are
+    rank 0's, with a barrier after each, so no rank reads what another is still writing."""
     check_run(cfg)
     out = Path(out)
     check_writable(out)
+    rt = Runtime.start(cfg.runtime)
+    say = say if rt.main else (lambda *a, **k: None)
+    progress = progress and rt.main
+    if rt.main:
+        _check_pipeline_config(out, cfg)
     res = PipelineResult(out)
     d = cfg.data
-    root = prepare_data(d, progress=progress)
+    root = prepare_data(d, progress=progress) if rt.main else None
+    rt.barrier()
     _stage(say, 1, "data", f"{d.dataset} at {root}" + (f" ({d.num_train}+{d.num_val} images, {d.image_height}x"
                                                          f"{d.image_width})" if d.dataset == "synthetic" else ""))
     lut = load_for(cfg)
     _stage(say, 2, "latency table", f"{cfg.latency.table}: {lut.describe()}")
 
-    def stage_run(k, name, folder, what, go):
+    def stage_run(k, name, folder, what, go, complete=lambda: True):
         status = run_status(folder)
+        if status == "done" and not complete():
+            status = "partial"  # marked done, outputs missing: resuming repairs them (run_train rewrites weights)
         note = {"new": "", "partial": " (continuing)", "done": " (done: skipped)"}[status]
         _stage(say, k, name, f"{what} in {folder}{note}")
         if status != "done":
@@ -98,43 +118,90 @@ def run_pipeline(cfg: RunConfig, out: str | Path, say: Callable[[str], None] = p
               lambda resume: run_search(cfg, search, resume=resume, progress=progress))
     derived, archs = derived_summary(cfg, search, lut)
     for name, arch in archs.items():
-        res.archs[name] = arch.save(out / "archs" / f"{name}.json")
+        path = out / "archs" / f"{name}.json"
+        res.archs[name] = arch.save(path) if rt.main else path
+    rt.barrier()
     _stage(say, 4, "derive", ", ".join(f"{n}: {r.branches}, {r.params_M:.2f} M params, {r.predicted_ms:.2f} ms "
                                         "predicted" for n, r in derived.iterrows()))
     tc = cfg.train
     runs = {"teacher": out / "train-teacher", "student": out / "train-student"}
     stage_run(5, "teacher", runs["teacher"], f"{tc.epochs} epochs x {tc.steps_per_epoch} steps from scratch",
-              lambda resume: run_train(cfg, res.archs["teacher"], runs["teacher"], resume=resume, progress=progress))
+              lambda resume: run_train(cfg, res.archs["teacher"], runs["teacher"], resume=resume, progress=progress),
+              lambda: weights_complete(runs["teacher"]))
     stage_run(6, "student", runs["student"], f"{tc.epochs} epochs, distilled from the teacher "
               f"(weight {cfg.distill.weight}, T={cfg.distill.temperature})",
               lambda resume: run_train(cfg, res.archs["student"], runs["student"], resume=resume,
-                                       teacher=runs["teacher"], progress=progress))
-    metrics = {}
-    for name, run in runs.items():
-        metrics[name] = _evaluated(cfg, run, progress)
-    _stage(say, 7, "evaluate", ", ".join(f"{n}: mIoU {100 * m['miou']:.1f} %" for n, m in metrics.items())
-           + f" (majority class {100 * metrics['student']['majority_baseline']['miou']:.1f} %)")
-    exported = _exported(cfg, runs["student"])
-    _stage(say, 8, "export", f"{exported['onnx']} (max |ONNX Runtime - PyTorch| {exported.get('max_abs_diff', 0):.2g}"
-           f"; TensorRT {exported['tensorrt']})")
-    res.summary = summary_table(derived, metrics)
-
-    res.report, res.figures = write_report(cfg, out, res.summary, runs, metrics, exported, res.archs)
-    _stage(say, 9, "report", str(res.report))
+                                       teacher=runs["teacher"], progress=progress),
+              lambda: weights_complete(runs["student"]))
+    if rt.main:
+        metrics = {name: _evaluated(cfg, run, progress) for name, run in runs.items()}
+        _stage(say, 7, "evaluate", ", ".join(f"{n}: mIoU {100 * m['miou']:.1f} %" for n, m in metrics.items())
+               + f" (majority class {100 * metrics['student']['majority_baseline']['miou']:.1f} %)")
+        exported = _exported(cfg, runs["student"])
+        _stage(say, 8, "export", f"{exported['onnx']} (max |ONNX Runtime - PyTorch| "
+               f"{exported.get('max_abs_diff', 0):.2g}; TensorRT {exported['tensorrt']})")
+        res.summary = summary_table(derived, metrics)
+        res.report, res.figures = write_report(cfg, out, res.summary, runs, metrics, exported, res.archs)
+        _stage(say, 9, "report", str(res.report))
+    rt.barrier()
     return res
 
 
+def _check_pipeline_config(out: Path, cfg: RunConfig) -> None:
+    """Record the config of a new pipeline folder; refuse another one for an existing folder."""
+    f = out / "pipeline.json"
+    if f.exists():
+        try:
+            stored = RunConfig.load(f)
+        except (OSError, ValueError) as e:
+            raise RunError(f"{f} is damaged ({e}); delete it to adopt the current config, or choose another --out") \
+                from None
+        diff = stored.differences(cfg, PIPELINE_SECTIONS)
+        if diff:
+            raise RunError(f"the pipeline in {out} was started with another config ({'; '.join(diff)}); run it with "
+                           "the same profile and overrides, or choose another --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        if (out / "search").exists() or (out / "train-teacher").exists():
+            # a pipeline folder of an earlier kit version, which kept no pipeline.json: its search holds the config
+            stored = RunConfig.load(out / "search" / "config.json") if (out / "search" / "config.json").exists() \
+                else None
+            diff = stored.differences(cfg, ("data", "space", "latency", "search")) if stored else []
+            if diff:
+                raise RunError(f"the pipeline in {out} was started with another config ({'; '.join(diff)}); run it "
+                               "with the same profile and overrides, or choose another --out")
+        else:
+            raise RunError(f"{out} is not empty and holds no pipeline of the kit; choose a new or empty --out")
+    cfg.save(f, PIPELINE_SECTIONS)
+
+
+
 def _evaluated(cfg: RunConfig, run: Path, progress: bool) -> dict:
-    """The evaluation of a training run, computed once (``<run>/eval/metrics.json``)."""
+    """The evaluation of a training run, computed once: reused when ``<run>/eval/metrics.json`` (written last) and
+    its figures are there, made again otherwise."""
     f = run / "eval" / "metrics.json"
-    if f.exists() and json.loads(f.read_text()).get("images") is not None:
-        return json.loads(f.read_text())
+    try:
+        m = json.loads(f.read_text())
+        figures = [run / "eval" / "confusion.png"] + ([run / "eval" / "overlays.png"] if cfg.eval.overlays else [])
+        if m.get("images") is not None and all(p.exists() for p in figures):
+            return m
+    except (OSError, ValueError):
+        pass
     return evaluate_run(cfg, run, progress=progress)
 
 
 def _exported(cfg: RunConfig, run: Path) -> dict:
+    """The export of a training run, made once: reused when ``export.json`` is there and ``model.onnx`` still
+    has the checksum it records, made again otherwise."""
     f = run / "export" / "export.json"
-    return json.loads(f.read_text()) if f.exists() else export_run(run, cfg)
+    try:
+        s = json.loads(f.read_text())
+        onnx = run / "export" / "model.onnx"
+        if s.get("sha256") and hashlib.sha256(onnx.read_bytes()).hexdigest() == s["sha256"]:
+            return s
+    except (OSError, ValueError):
+        pass
+    return export_run(run, cfg)
 
 
 def summary_table(derived: pd.DataFrame, metrics: dict[str, dict]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ and the previous one is used, with a warning.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -36,8 +37,10 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from fasterseg import faults
 from fasterseg.config import RunConfig
 from fasterseg.paths import check_writable
+from fasterseg.runtime import PeerLost
 from fasterseg.tracking import Tracker, provenance
 
 RUN_FORMAT = "fasterseg-run"
@@ -58,15 +61,39 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file, fsync it, rename it over `path`, fsync the folder."""
+    """Write `data` to `path` via a temporary file (``.<name>.tmp``), fsync it, rename it over `path`, fsync the
+    folder: `path` holds either its old or its new content, never a part. A full disk is named with the folder,
+    the space needed and the space left (the partial temporary file removed)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        faults.hit("atomic_write.tmp")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            free = shutil.disk_usage(path.parent).free
+            raise RunError(f"the disk of {path.parent} is full: writing {path.name} needs {len(data) / 1e6:.1f} MB, "
+                           f"{free / 1e6:.1f} MB are free; free some space (or choose another --out) and resume") \
+                from None
+        raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_tmp(folder: Path) -> int:
+    """Delete the kit's partial temporary files (``.<name>.tmp``, from a write a crash cut short) under a run
+    folder this process holds; returns how many."""
+    n = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink()
+            n += 1
+    return n
 
 
 class Table:
@@ -84,7 +111,7 @@ class Table:
             csv.DictWriter(f, self.columns, extrasaction="ignore").writerows(rows)
 
     def read(self) -> pd.DataFrame:
-        return pd.read_csv(self.path)
+        return read_csv(self.path)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (a resumed run replays them)."""
@@ -111,18 +138,34 @@ class Checkpoints:
         return sorted(self.folder.glob(f"{tag}-*.pt"), reverse=True)
 
     def save(self, state: dict, step: int, tag: str = "last") -> Path:
+        """A new generation (file, then checksum, each atomically); then the tag's generations beyond the `keep`
+        newest *usable* ones are deleted (a file without a matching checksum never counts as a generation, and
+        one older than the newest usable one is deleted)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-
         buf = io.BytesIO()
         torch.save({"format": self.fmt, **state}, buf)
         data = buf.getvalue()
         path = self.folder / f"{tag}-{step:08d}.pt"
         atomic_write(path, data)
+        faults.hit("checkpoint.written")
         atomic_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
-        for old in self.paths(tag)[self.keep:]:
-            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
+        kept = 0
+        for p in self.paths(tag):
+            if kept < self.keep and self.usable(p):
+                kept += 1
+                continue
+            if kept:  # older than a usable generation: superseded, or a file no resume could use
+                p.with_name(p.name + ".sha256").unlink(missing_ok=True)
+                p.unlink(missing_ok=True)
         return path
+
+    def usable(self, path: Path) -> bool:
+        """Whether `path` has its checksum file and matches it (what `read` checks first)."""
+        sha = path.with_name(path.name + ".sha256")
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() == sha.read_text().strip()
+        except OSError:
+            return False
 
     def read(self, path: Path) -> dict:
         """One checkpoint, verified against its checksum and format; raises `RunError` otherwise."""
@@ -232,28 +275,33 @@ class RunLock:
 
 # -- interruption ----------------------------------------------------------------------------------------
 class StopFlag:
-    """While entered (in the main thread), Ctrl-C asks a run to stop at the next step boundary, where its
-    state is consistent and can be saved; a second Ctrl-C interrupts at once (`KeyboardInterrupt`)."""
+    """While entered (in the main thread), Ctrl-C or SIGTERM (what schedulers and torchrun send) asks a run to stop
+    at the next step boundary, where its state is consistent and can be saved; a second signal interrupts at once
+    (`KeyboardInterrupt`). Under torchrun the ranks agree on the flag at every step (`Runtime.agree`)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step to save a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr,
-              flush=True)
+        what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        if os.environ.get("RANK", "0") == "0":
+            print(f"\n{what}: stopping after this step to save a checkpoint (again to stop at once)", file=sys.stderr,
+                  flush=True)
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 # -- run folders -----------------------------------------------------------------------------------------
@@ -281,7 +329,10 @@ class RunDir:
 
     @classmethod
     def start(cls, path: str | Path, kind: str, cfg, sections: tuple[str, ...], resume: bool = False,
-              device=None) -> "RunDir":
+              device=None, inputs: dict[str, str] | None = None, restart: bool = False) -> "RunDir":
+        """Open (lock) the run folder; see the class docstring. `inputs`: digests of what the run reads (data,
+        latency table, architecture), recorded by a new run and compared on resume. `restart`: clear the records
+        of the run in `path` (its own history, architectures, checkpoints, events) and start it over."""
         path = Path(path)
         check_writable(path)
         if resume and not (path / "run.json").exists():
@@ -294,8 +345,13 @@ class RunDir:
             lock = RunLock(path, f"fasterseg {kind}")
         except RunError:
             raise
+        remove_stale_tmp(path)
         try:
-            info = cls._open(path, kind, cfg, sections, resume)
+            info = cls._open(path, kind, cfg, sections, resume, restart)
+            if resume and not restart:
+                check_same_inputs(path, info.get("inputs", {}), inputs or {})
+            else:
+                info["inputs"] = inputs or {}
         except BaseException:
             lock.release()
             if created:
@@ -309,11 +365,28 @@ class RunDir:
         return run
 
     @staticmethod
-    def _open(path: Path, kind: str, cfg, sections, resume: bool) -> dict:
+    def _open(path: Path, kind: str, cfg, sections, resume: bool, restart: bool = False) -> dict:
         info = read_info(path)
         if info is not None and info.get("kind") != kind:
             raise RunError(f"{path} holds a {info.get('kind')} run, not a {kind} run; choose another --out")
+        if restart:
+            if info is None and not (path / "run.json").exists():
+                raise RunError(f"--restart: {path} holds no {kind} run to start over")
+            for sub in ("history", "archs", "checkpoints", "tensorboard"):  # the run's own records (we hold its lock)
+                shutil.rmtree(path / sub, ignore_errors=True)
+            return {"format": RUN_FORMAT, "kind": kind, "id": uuid.uuid4().hex,
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S"), "restarted": True}
+        if resume and info is None:
+            raise RunError(f"{path / 'run.json'} is damaged (not a run record of the kit); restore it, or start the "
+                           "run over with --restart")
+        checkpoints = Checkpoints(path / "checkpoints", f"fasterseg-{kind}-checkpoint")
         has_ckpt = any((path / "checkpoints").glob("*.pt"))
+        if resume and info.get("status") != "done" and not any(checkpoints.usable(p) for p in checkpoints.paths()):
+            history = [t for t in (path / "history").glob("*.csv") if len(t.read_text().splitlines()) > 1]
+            if history or has_ckpt:
+                raise RunError(f"nothing usable to resume from in {path}: no complete checkpoint "
+                               f"({'only damaged or partial ones' if has_ckpt else 'none was written'}), though "
+                               "the run has records; start it over with --restart (its records are cleared)")
         if not resume:
             if has_ckpt:
                 raise RunError(f"{path} already holds a {kind} run; use --resume to continue it, or another --out")
@@ -358,7 +431,7 @@ class RunDir:
 
 def already_done(path: str | Path, kind: str, cfg, sections: tuple[str, ...]) -> bool:
     """Whether `path` holds a finished run of `kind` (with the same config on `sections`, else `RunError`)."""
-    info = read_info(path)
+    info = read_info(path, strict=True)
     if info is None or info.get("status") != "done":
         return False
     if info.get("kind") != kind:
@@ -368,13 +441,15 @@ def already_done(path: str | Path, kind: str, cfg, sections: tuple[str, ...]) ->
 
 
 def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Path], step: Callable[[], int],
-          total: int, max_steps: int | None, error: type[RunError], say: Callable[[str], None]) -> str:
+          total: int, max_steps: int | None, error: type[RunError], say: Callable[[str], None],
+          finish: Callable[[], None] = lambda: None) -> str:
     """Run `loop(stop)` (which returns ``done``, ``capped`` or ``interrupted``) and record how it ended.
 
-    ``done`` -> status done. ``capped`` -> a checkpoint, status stopped, a line saying so. Ctrl-C
-    (``interrupted``: the loop stopped at a step boundary) -> a checkpoint, status stopped, `error`
-    naming it. A second Ctrl-C mid-step -> status stopped, `error` naming the last checkpoint. `error`
-    raised by the loop (e.g. a non-finite loss) -> status failed, re-raised with the last good checkpoint.
+    ``done`` -> `finish()` (e.g. the final weights written), then status done: a run marked done has its outputs.
+    ``capped`` -> a checkpoint, status stopped, a line saying so. Ctrl-C or SIGTERM (``interrupted``: the loop
+    stopped at a step boundary) -> a checkpoint, status stopped, `error` naming it. A second signal mid-step ->
+    status stopped, `error` naming the last checkpoint. `error` raised by the loop (e.g. a non-finite loss) ->
+    status failed, re-raised with the last good checkpoint. A lost peer process (`PeerLost`) -> status stopped.
     """
     try:
         with StopFlag() as stop:
@@ -383,10 +458,15 @@ def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Pat
         run.set_status("stopped", reason="interrupted")
         raise error(f"interrupted during step {step() + 1}; the last checkpoint is {run.last_checkpoint_name()}; "
                     "continue with --resume") from None
+    except PeerLost as e:
+        run.set_status("stopped", reason=str(e))
+        raise error(f"{e} during step {step() + 1}; the last checkpoint is {run.last_checkpoint_name()}; continue "
+                    "with --resume") from None
     except error as e:
         run.set_status("failed", reason=str(e))
         raise error(f"{e}. The run stopped; its last good checkpoint is {run.last_checkpoint_name()}") from None
     if outcome == "done":
+        finish()
         run.set_status("done", step=step())
         return outcome
     path = save() if run.main else None
@@ -413,18 +493,40 @@ def check_same_config(path: Path, kind: str, cfg, sections: tuple[str, ...]) -> 
         )
 
 
-def read_info(path: str | Path) -> dict | None:
-    """The run.json of a folder, or None."""
+def check_same_inputs(path: Path, stored: dict[str, str], now: dict[str, str]) -> None:
+    """Refuse to resume a run whose inputs (data, latency table, architecture) changed since it started."""
+    diff = [k for k in now if k in stored and stored[k] != now[k]]
+    if diff:
+        raise RunError(f"the run in {path} started from other inputs: its {', '.join(diff)} changed since (digests "
+                       f"{', '.join(f'{stored[k][:12]} -> {now[k][:12]}' for k in diff)}); restore them, or start "
+                       "a new run with another --out")
+
+
+
+def read_info(path: str | Path, strict: bool = False) -> dict | None:
+    """The run.json of a folder, or None when there is none; a damaged one is None too, or with `strict` a
+    `RunError` naming the file and the fix."""
+    f = Path(path) / "run.json"
     try:
-        info = json.loads((Path(path) / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        info = json.loads(f.read_text())
+    except FileNotFoundError:
         return None
-    return info if isinstance(info, dict) and info.get("format") == RUN_FORMAT else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if strict:
+            raise RunError(f"{f} is damaged ({type(e).__name__}); restore it, or start the run over with "
+                           "--restart") from None
+        return None
+    if isinstance(info, dict) and info.get("format") == RUN_FORMAT:
+        return info
+    if strict:
+        raise RunError(f"{f} is not a run record of the kit; restore it, or start the run over with --restart")
+    return None
 
 
 def run_status(path: str | Path) -> str:
-    """``new`` (no run), ``done``, or ``partial`` (started: running elsewhere, stopped or failed)."""
-    info = read_info(path)
+    """``new`` (no run), ``done``, or ``partial`` (started: running elsewhere, stopped or failed); a damaged
+    run.json is a `RunError` naming it."""
+    info = read_info(path, strict=True)
     if info is None:
         return "new"
     return "done" if info.get("status") == "done" else "partial"
@@ -437,4 +539,13 @@ def load_history(run: str | Path) -> dict[str, pd.DataFrame]:
     h = Path(run) / "history"
     if not h.is_dir():
         raise RunError(f"{run} holds no run history (no history/ folder)")
-    return {p.stem: pd.read_csv(p) for p in sorted(h.glob("*.csv"))}
+    return {p.stem: read_csv(p) for p in sorted(h.glob("*.csv"))}
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A history table; `RunError` naming the file when it is damaged."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parser errors are ValueErrors
+        raise RunError(f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); restore it "
+                       "from a copy, or start the run over with --restart") from None

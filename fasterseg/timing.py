@@ -95,10 +95,12 @@ def reference_conv() -> Callable[[], None]:
 
 
 def interleaved(candidate: Callable[[], object], rounds: int = 10, warmup: int = 2,
-                sync: Callable[[], None] = lambda: None, clock: Clock = time.perf_counter) -> dict:
+                sync: Callable[[], None] = lambda: None, clock: Clock = time.perf_counter,
+                reference: Callable[[], object] | None = None) -> dict:
     """Median/min/max ms of `candidate` and of the reference conv, timed alternately; their ratio
     (`interleaved_many` with one candidate)."""
-    return interleaved_many({0: candidate}, rounds, warmup, progress=False, sync=sync, clock=clock)[0]
+    return interleaved_many({0: candidate}, rounds, warmup, progress=False, sync=sync, clock=clock,
+                            reference=reference)[0]
 
 
 def interleaved_many(calls: dict[object, Callable[[], object]], rounds: int = 10, warmup: int = 1,

@@ -50,8 +50,18 @@ def test_supernet_weight_loss_passes():
 
 
 def test_interleaved_reports_ratio():
-    r = interleaved(lambda: None, rounds=3, warmup=0)
-    assert {"median_ms", "reference_median_ms", "ratio_to_reference"} <= set(r) and r["ratio_to_reference"] < 1
+    """A fixed clock (the candidate takes 1 ms, the reference 4 ms), not the machine: the ratio is exact."""
+    from fasterseg.timing import REF_MACS
+
+    now = [0.0]
+
+    def advance(seconds):
+        return lambda: now.__setitem__(0, now[0] + seconds)
+
+    r = interleaved(advance(0.001), rounds=5, warmup=1, clock=lambda: now[0], reference=advance(0.004))
+    assert r["median_ms"] == pytest.approx(1.0) and r["reference_median_ms"] == pytest.approx(4.0)
+    assert r["ratio_to_reference"] == pytest.approx(0.25) and r["rounds"] == 5
+    assert r["reference_gmacs_per_s"] == pytest.approx(REF_MACS / 4e-3 / 1e9)
 
 
 def test_cli_arch_show(capsys):

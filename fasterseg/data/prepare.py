@@ -2,11 +2,12 @@
 own under ``data.root``, named by their content) or check that a real data set's root is where the config says."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from fasterseg.data.cityscapes import CamVidDataset, DataTreeError, find_cityscapes_samples
-from fasterseg.data.synthetic import ensure, spec_of
-from fasterseg.paths import resolve
+from fasterseg.data.cityscapes import CamVidDataset, DataTreeError, build_dataset, dataset_root, find_cityscapes_samples
+from fasterseg.data.synthetic import MARKER, ensure, spec_of
+from fasterseg.paths import file_digest, resolve
 
 
 def prepare_data(cfg, progress: bool = True, splits: tuple[str, ...] = ("train", "val")) -> Path:
@@ -29,3 +30,22 @@ def prepare_data(cfg, progress: bool = True, splits: tuple[str, ...] = ("train",
             CamVidDataset(root, split)
         return root
     raise DataTreeError(f"unknown data set {cfg.dataset!r}; choose synthetic, cityscapes or camvid")
+
+
+def data_digest(cfg) -> str:
+    """A digest of the data a `DataConfig` names, recorded by a run and compared when it resumes: the synthetic
+    tree's marker (its spec and every file's hash), or a real tree's listing (each image and label file's path and
+    size): an image removed or replaced is noticed without reading every pixel."""
+    root = dataset_root(cfg)
+    if cfg.dataset == "synthetic":
+        return file_digest(root / MARKER)
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        try:
+            ds = build_dataset(cfg, split)
+        except DataTreeError:
+            continue
+        for smp in ds.samples:
+            for f in (smp.image, smp.label):
+                h.update(f"{f.relative_to(root)}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()

@@ -13,6 +13,7 @@ onnxruntime's quantiser is imported inside `quantize_int8`, so `import fasterseg
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def export_run(run: str | Path, cfg, out: str | Path | None = None, which: str =
     x = cfg.export
     onnx_path = export_network(model, out / "model.onnx", x.height, x.width, x.opset, x.interpolation)
     check = check_onnx(model, onnx_path) if x.interpolation == "bilinear" else {}
-    summary = {"onnx": display_path(onnx_path), "weights": which, "height": x.height, "width": x.width,
+    summary = {"onnx": display_path(onnx_path), "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+               "weights": which, "height": x.height, "width": x.width,
                "opset": x.opset, "interpolation": x.interpolation, "folded_bn": fold_bn(model).folded_bn, **check}
     if check and check["max_rel_diff"] > x.tolerance:
         raise RuntimeError(f"ONNX Runtime and PyTorch disagree by {check['max_abs_diff']:.3g} on logits up to "

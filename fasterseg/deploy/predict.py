@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -45,15 +46,16 @@ def output_name(image: Path) -> str:
 
 
 def predict_folder(run: str | Path, images: str | Path, out: str | Path, label_ids: bool = False,
-                   flip: bool = False, progress: bool = True) -> Predictions:
-    """Predict every image under `images` (searched recursively) with the best weights of training run `run`."""
+                   flip: bool = False, progress: bool = True, device: str | torch.device = "cpu") -> Predictions:
+    """Predict every image under `images` (searched recursively) with the best weights of training run `run`, on
+    `device`."""
     images, out = Path(images), Path(out)
     if not images.is_dir():
         raise RunError(f"--images {images}: {'is a file, not a folder' if images.exists() else 'does not exist'}")
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise RunError(f"no images (*.png, *.jpg) under {images}")
-    model = load_network(run)
+    model = load_network(run).to(device)
     n = model.spec["num_classes"]
     if label_ids and (n != 19 or model.dataset == "camvid"):
         raise RunError(f"--label-ids writes Cityscapes label ids; this network predicts {n} {model.dataset} classes")

@@ -26,6 +26,7 @@ from fasterseg.metrics import SegScores
 from fasterseg.nets.build import inference_copy, inference_network, load_trained, predict_logits
 from fasterseg.nets.counting import totals
 from fasterseg.paths import display_path
+from fasterseg.runtime import Runtime
 from fasterseg.runs import RunError, atomic_write
 from fasterseg.timing import interleaved_many
 from fasterseg.viz.eval_plots import plot_confusion, plot_overlays
@@ -67,24 +68,28 @@ def write_latency(run: str | Path, entries: list[dict]) -> None:
     atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
 
 
-def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[str], extra: dict) -> Path:
-    """Write ``metrics.json``, ``per_class.csv`` and ``confusion.csv`` into `out`; returns `out`."""
+def save_eval(out: Path, scores: SegScores, cm: np.ndarray, class_names: list[str]) -> Path:
+    """Write ``per_class.csv`` and ``confusion.csv`` into `out` (``metrics.json`` comes last, `write_metrics`)."""
     out.mkdir(parents=True, exist_ok=True)
     per_class_table(scores, cm, class_names).to_csv(out / "per_class.csv")
     names = class_names[: cm.shape[0]]
     pd.DataFrame(cm, index=pd.Index(names, name="ground truth"), columns=names).to_csv(out / "confusion.csv")
-    metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
-    atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return out
+
+
+def write_metrics(out: Path, metrics: dict) -> Path:
+    """``<out>/metrics.json``, written atomically and last: its presence means the evaluation is complete."""
+    return atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
 
 
 def overlay_samples(model: torch.nn.Module, dataset, n: int, flip: bool = False) -> list[tuple]:
     """(image uint8, ground truth, prediction) of the first `n` images of an evaluation dataset."""
+    device = next(model.parameters()).device
     out = []
     for i in range(min(n, len(dataset))):
         img, gt = dataset.load(i)
         x, _ = dataset[i]
-        pred = predict_logits(model, x[None], flip).argmax(1)[0].numpy()
+        pred = predict_logits(model, x[None].to(device), flip).argmax(1)[0].cpu().numpy()
         h, w = gt.shape
         out.append((img, gt, pred[:h, :w].astype(np.uint8)))
     return out
@@ -98,26 +103,28 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
         raise RunError("--weights init times a freshly initialised copy: it goes with --latency-only only")
     e, d = cfg.eval, cfg.data
     run = Path(run)
+    rt = Runtime.local(cfg.runtime)  # runtime.device and threads; one process (rank 0's, under torchrun)
     model, spec = load_trained(run, which)
+    model.to(rt.device)
     prepare_data(d, progress=progress)
     val = build_dataset(d, "val", EvalTransform())
     train = build_dataset(d, "train")
-    threads = cfg.runtime.threads or 1
-    torch.set_num_threads(threads)
-    scores, cm = evaluate_model(model, val, d.num_classes, e.flip, e.batch_size, e.images, progress=progress)
+    scores, cm = evaluate_model(model, val, d.num_classes, e.flip, e.batch_size, e.images, runtime=rt,
+                                progress=progress)
     base = majority_baseline(train, val, d.num_classes, e.images)
 
-    net = inference_copy(model)  # BN folded, logits only: the deployed form
+    net = inference_copy(model.cpu())  # BN folded, logits only: the deployed form
     params, gmacs = totals(net, (1, 3, e.latency_height, e.latency_width))
-    # one thread: the steadiest figure on a shared machine, and the thread count of the kit's CPU tables
-    lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), 1, "cpu")
+    # CPU backends at one thread (the steadiest figure on a shared machine, and the kit's CPU tables' thread
+    # count); the torch backend on the run's device when it is a GPU
+    lat = measure_latency(net, e.latency_height, e.latency_width, tuple(e.latency_backends), 1, str(rt.device))
     names = list(class_names(d.dataset, d.num_classes))
     n_img = min(len(val), e.images) if e.images else len(val)
     extra = {"run": display_path(run), "weights": which, "images": n_img, "resolution": list(val.load(0)[1].shape),
              "flip": e.flip, "majority_baseline": base, "params_M": params, "GMACs": gmacs,
              "macs_resolution": [e.latency_height, e.latency_width], "latency": lat,
              "model": spec.get("name") or spec.get("arch", {}).get("name")}
-    out = save_eval(run / "eval", scores, cm, names, extra)
+    out = save_eval(run / "eval", scores, cm, names)
     stamp = (f"{extra['model']}: mIoU {100 * scores.miou:.1f} % on {n_img} val images at full resolution"
              f"{' with flip' if e.flip else ''} (majority class {100 * base['miou']:.1f} %)")
     if e.overlays:
@@ -128,7 +135,9 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     ax = plot_confusion(cm, names, stamp=stamp)
     save_figure(ax.figure, out / "confusion.png")
     plt.close(ax.figure)
-    return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
+    metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
+    write_metrics(out, metrics)
+    return metrics
 
 
 def summary_lines(m: dict) -> list[str]:

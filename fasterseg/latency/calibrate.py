@@ -61,9 +61,14 @@ def runnable_here(table: LatencyTable) -> str | None:
     return None
 
 
+def time_block(backend, key: LatencyKey) -> float:
+    """One probe block timed with `backend` (ms): the machine's answer (tests replace it with a fixed clock)."""
+    return backend.time(key.module(), key.input_shape()).median_ms
+
+
 def measure_fit(table: LatencyTable, samples: int = 5) -> dict:
-    """Re-time the probe with the table's backend, threads and device: ``factor`` (median of measured /
-    recorded), the per-block ratios, the seconds it took."""
+    """Re-time the probe with the table's backend, threads and device (`time_block`): ``factor`` (median of
+    measured / recorded), the per-block ratios, the seconds it took."""
     backend = get_backend(table.meta["backend"], threads=int(table.meta.get("threads") or 1),
                           device=table.meta.get("device_type") or "cpu", samples=samples, warmup=2, min_sample_ms=1.0)
     t0 = time.perf_counter()
@@ -72,7 +77,7 @@ def measure_fit(table: LatencyTable, samples: int = 5) -> dict:
     ratios = []
     for k in probe_keys(table):
         then = recorded.get(k.as_tuple(), table.entries[k].median_ms)
-        ratios.append(backend.time(k.module(), k.input_shape()).median_ms / then)
+        ratios.append(time_block(backend, k) / then)
     return {"factor": statistics.median(ratios), "ratios": ratios, "seconds": time.perf_counter() - t0,
             "blocks": len(ratios)}
 

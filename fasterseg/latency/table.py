@@ -134,7 +134,14 @@ class LatencyTable:
         if not meta_path.exists():
             raise LatencyTableError(f"{path} has no metadata sidecar {meta_path.name}; a table without it cannot "
                                     "be checked. Rebuild it with `fasterseg latency build`")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LatencyTableError(f"{meta_path} is damaged ({e}); restore it or rebuild the table with "
+                                    "`fasterseg latency build --out NEW.csv`") from None
+        if not isinstance(meta, dict):
+            raise LatencyTableError(f"{meta_path} is not a table's sidecar (a JSON object); restore it or rebuild the "
+                                    "table")
         entries, problems = {}, []
         with open(path, newline="") as f:
             reader = csv.DictReader(f)

@@ -14,16 +14,18 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from fasterseg.config import RunConfig
+from fasterseg.config_checks import world_problems
 from fasterseg.data.batching import batch_at, split_train
 from fasterseg.data.cityscapes import build_dataset
-from fasterseg.data.prepare import prepare_data
+from fasterseg.data.prepare import data_digest, prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.latency import load_for
+from fasterseg.latency.table import sidecar
 from fasterseg.nas.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, arch_rows, epoch_line, step_columns
 from fasterseg.nas.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
 from fasterseg.nets.footprint import check_run
-from fasterseg.paths import check_writable
-from fasterseg.runs import Position, RunDir, RunLoop, StopFlag, already_done, drive
+from fasterseg.paths import check_writable, file_digest, resolve
+from fasterseg.runs import Position, RunDir, RunLoop, StopFlag, already_done, check_same_config, drive
 from fasterseg.runtime import Runtime
 
 
@@ -100,7 +102,7 @@ class SearchRun(RunLoop):
                 for es in bar:
                     if budget is not None and s.pos.step >= budget:
                         return "capped"
-                    if stop is not None and stop.requested:
+                    if rt.agree(2 if stop is not None and stop.requested else 0) != [0] * rt.world:
                         return "interrupted"
                     t = time.perf_counter()
                     arch_batch = self.batch(self.a_idx, bs, data_epoch, es, 2) if phase == "search" else None
@@ -145,40 +147,46 @@ class SearchRun(RunLoop):
 
 
 def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
-               max_steps: int | None = None, on_epoch: Callable[[list[dict]], None] | None = None) -> Path:
+               max_steps: int | None = None, on_epoch: Callable[[list[dict]], None] | None = None,
+               restart: bool = False) -> Path:
     """Run a search into `out` (or continue it with `resume`); returns the run folder.
 
     The whole config is validated first, then the data prepared and the latency table checked, and only
     then the folder opened (locked). `max_steps` stops after that many steps of this call, with a
     checkpoint. Raises `SearchError`/`RunError`/`ConfigError` with one-line messages; on Ctrl-C or a
     non-finite loss the run is marked stopped/failed and its last checkpoint kept (`runs.drive`).
-    Under torchrun every rank calls it; rank 0 writes.
+    Under torchrun every rank calls it; rank 0 writes. A resume checks the config, then that the data and the
+    latency table are those the run started with (digests in ``run.json``); `restart` starts the run in `out`
+    over (its records cleared).
     """
     say = print if progress else (lambda *a, **k: None)
     check_run(cfg, SEARCH_SECTIONS)
     check_writable(out)
-    if resume and already_done(out, "search", cfg, SEARCH_SECTIONS):
+    if resume and not restart and (Path(out) / "config.json").exists():
+        check_same_config(Path(out), "search", cfg, SEARCH_SECTIONS)  # before any data is prepared
+    if resume and not restart and already_done(out, "search", cfg, SEARCH_SECTIONS):
         say(f"the search in {out} is already complete; nothing to do")
         return Path(out)
     runtime = Runtime.start(cfg.runtime)
-    for name in ("batch_size", "pretrain_batch_size"):
-        b = getattr(cfg.search, name)
-        if b % runtime.world or b // runtime.world < 2:
-            raise SearchError(f"search.{name}={b} must split into at least 2 images on each of the {runtime.world} "
-                              "processes (batch norm needs more than one image)")
+    problems = world_problems(cfg, "search", runtime.world)
+    if problems:
+        raise SearchError("; ".join(problems))
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
     runtime.barrier()
     lut = load_for(cfg, check_fit=True)
+    lut_path = resolve(cfg.latency.table)
     data = search_data(cfg)
     if runtime.main:
-        run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume, device=runtime.device)
+        inputs = {"data": data_digest(cfg.data), "latency_table": file_digest(lut_path, sidecar(lut_path))}
+        run = RunDir.start(out, "search", cfg, SEARCH_SECTIONS, resume=resume, device=runtime.device, inputs=inputs,
+                           restart=restart)
     runtime.barrier()
     if not runtime.main:
         run = RunDir.attach(out, "search")
     try:
         sr = SearchRun(cfg, run, lut, runtime, data, progress, on_epoch)
-        if resume and any(run.checkpoints.paths()):
+        if resume and not restart and any(run.checkpoints.paths()):
             msg = sr.resume()
             if runtime.main:
                 say(msg)
@@ -189,4 +197,5 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
         if "sr" in locals():
             sr.tracker.close()
         run.close()
+    runtime.barrier()  # the other ranks return when rank 0 has written the last records
     return run.path

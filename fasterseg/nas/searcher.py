@@ -33,7 +33,7 @@ from fasterseg.nets.derive import DeriveRules
 from fasterseg.nets.space import SearchSpace
 from fasterseg.nets.supernet import PREDICTIONS, Supernet
 from fasterseg.runs import Position, RunError
-from fasterseg.runtime import Runtime
+from fasterseg.runtime import Runtime, load_scaler, sync_batch_norm
 
 SEARCH_SECTIONS = ("data", "space", "latency", "search", "runtime")
 PHASES = ("pretrain", "search")
@@ -69,6 +69,8 @@ class Searcher:
         self.space = SearchSpace.from_config(cfg.space)
         self.rules = DeriveRules.from_config(cfg.space)
         self.net = Supernet(self.space, cfg.data.num_classes, cfg.space.stem_head_widths).to(self.rt.device)
+        if self.rt.sync_bn:
+            self.net = sync_batch_norm(self.net, self.rt.device)
         self.net.generator = torch.Generator().manual_seed(sc.seed)
         self.expected = [ExpectedLatency(self.space, lut, sw, hw, cfg.data.num_classes, cfg.latency.ends)
                          .to(self.rt.device) for sw, hw in cfg.space.stem_head_widths]
@@ -76,6 +78,8 @@ class Searcher:
         self.arch_opts = [torch.optim.Adam(self.net.arch_parameters(i), lr=sc.arch_lr, betas=tuple(sc.arch_betas))
                           for i in range(cfg.n_sets)]
         self.new_weight_optimizer()
+        # fp16 (runtime.amp) scales the losses so small gradients do not underflow; a no-op otherwise
+        self.arch_scaler, self.weight_scaler = self.rt.scaler(), self.rt.scaler()
         self.pos = Position()
 
     def new_weight_optimizer(self) -> None:
@@ -86,10 +90,15 @@ class Searcher:
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.weight_opt, sc.lr_decay)
 
     def _check(self, loss: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(loss):
+        """Stop every rank at this step when the loss is not finite on any of them (`Runtime.agree`), naming the
+        ranks, before the backward pass that would otherwise wait for the stopped ones."""
+        codes = self.rt.agree(0 if torch.isfinite(loss) else 1)
+        if any(codes):
             p = self.pos
-            raise SearchError(f"the {what} loss became {float(loss)} at {p.phase} epoch {p.epoch + 1} step "
-                              f"{p.epoch_step + 1}; lower search.lr or search.arch_lr, or check the data")
+            on = f" on rank {', '.join(str(r) for r, c in enumerate(codes) if c)}" if self.rt.world > 1 else ""
+            raise SearchError(f"the {what} loss became {float(loss) if codes[self.rt.rank] else 'nan'}{on} at "
+                              f"{p.phase} epoch {p.epoch + 1} step {p.epoch_step + 1}; lower search.lr or "
+                              "search.arch_lr, or check the data")
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One architecture step per set (its own widths, its own penalty); returns the logged values."""
@@ -107,12 +116,14 @@ class Searcher:
                 with torch.no_grad():
                     d = {"latency_full_ms": float(self.expected[i](a))}
             self._check(loss, f"architecture ({a.name})")
-            loss.backward(inputs=list(self.net.arch_parameters(i)))  # no weight gradients: not used here
+            # no weight gradients: not used here
+            self.arch_scaler.scale(loss).backward(inputs=list(self.net.arch_parameters(i)))
             self.rt.all_reduce_grads(self.net.arch_parameters(i))
-            self.arch_opts[i].step()
+            self.arch_scaler.step(self.arch_opts[i])
             details.update({f"loss_arch_{a.name}": float(loss.detach()), f"lam_{a.name}": self.lam[i],
                             f"latency_weighted_ms_{a.name}": d.get("latency_weighted_ms"),
                             f"latency_full_ms_{a.name}": d["latency_full_ms"]})
+        self.arch_scaler.update()
         return details
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool) -> float:
@@ -121,10 +132,12 @@ class Searcher:
         with self.rt.autocast():
             loss, _ = supernet_weight_loss(self.net, x, y, pretrain=pretrain)
         self._check(loss, "weight")
-        loss.backward(inputs=list(self.net.weight_parameters()))  # no architecture gradients
+        self.weight_scaler.scale(loss).backward(inputs=list(self.net.weight_parameters()))  # no architecture grads
         self.rt.all_reduce_grads(self.net.weight_parameters())
+        self.weight_scaler.unscale_(self.weight_opt)
         torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.search.grad_clip)
-        self.weight_opt.step()
+        self.weight_scaler.step(self.weight_opt)
+        self.weight_scaler.update()
         return float(loss.detach())
 
     def step(self, phase: str, weight_batch, arch_batch=None) -> dict:
@@ -178,7 +191,8 @@ class Searcher:
     def state_dict(self) -> dict:
         return {"position": asdict(self.pos), "net": self.net.state_dict(), "weight_opt": self.weight_opt.state_dict(),
                 "sched": self.sched.state_dict(), "arch_opts": [o.state_dict() for o in self.arch_opts],
-                "lam": list(self.lam), "torch_rng": torch.get_rng_state(), "generator": self.net.generator.get_state()}
+                "lam": list(self.lam), "torch_rng": torch.get_rng_state(), "generator": self.net.generator.get_state(),
+                "arch_scaler": self.arch_scaler.state_dict(), "weight_scaler": self.weight_scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
@@ -192,5 +206,7 @@ class Searcher:
         self.lam = list(state["lam"])
         torch.set_rng_state(state["torch_rng"])
         self.net.generator.set_state(state["generator"])
+        load_scaler(self.arch_scaler, state.get("arch_scaler"))
+        load_scaler(self.weight_scaler, state.get("weight_scaler"))
 
 

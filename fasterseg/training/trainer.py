@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -31,18 +32,20 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from fasterseg.config import RunConfig
+from fasterseg.config_checks import world_problems
 from fasterseg.data.batching import chunk, epoch_batches
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.labels import overlay, palette
-from fasterseg.data.prepare import prepare_data
+from fasterseg.data.prepare import data_digest, prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.evaluation.scores import evaluate_model
 from fasterseg.losses import segmentation_loss
-from fasterseg.nets.build import build_model, kaiming_init, model_spec, model_weights_path, predict_logits
+from fasterseg.nets.build import build_model, kaiming_init, load_state, model_spec, model_weights_path, predict_logits
 from fasterseg.nets.footprint import check_run
-from fasterseg.paths import check_writable, display_path
-from fasterseg.runs import Position, RunDir, RunError, RunLoop, StopFlag, already_done, atomic_write, drive
-from fasterseg.runtime import Runtime
+from fasterseg.paths import check_writable, display_path, file_digest
+from fasterseg.runs import (Position, RunDir, RunError, RunLock, RunLoop, StopFlag, already_done, atomic_write,
+                            check_same_config, drive, read_info)
+from fasterseg.runtime import Runtime, load_scaler, sync_batch_norm
 from fasterseg.training.distill import Teacher, kd_loss
 
 TRAIN_SECTIONS = ("data", "train", "distill", "runtime")
@@ -66,6 +69,8 @@ class Trainer:
         self.cfg, self.rt, self.teacher = cfg, runtime, teacher
         tc = cfg.train
         self.model = model.to(runtime.device)
+        if runtime.sync_bn:
+            self.model = sync_batch_norm(self.model, runtime.device)
         self.net = self.model
         if runtime.world > 1:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -111,11 +116,17 @@ class Trainer:
         return parts
 
     def _check(self, loss: torch.Tensor) -> None:
+        """Stop every rank at this step when the loss is not finite or explodes on any of them (`Runtime.agree`),
+        naming the ranks, before the backward pass that would otherwise wait for the stopped ones."""
         v = float(loss.detach())
-        if not np.isfinite(v) or v > EXPLODING_LOSS:
-            what = "became " + str(v) if not np.isfinite(v) else f"exploded to {v:.3g} (> {EXPLODING_LOSS:g})"
-            raise TrainError(f"the training loss {what} at epoch {self.pos.epoch + 1} step {self.pos.epoch_step + 1} "
-                             f"(global step {self.pos.step + 1}); lower train.lr or check the data")
+        codes = self.rt.agree(0 if np.isfinite(v) and v <= EXPLODING_LOSS else 1)
+        if any(codes):
+            what = ("became " + str(v) if not np.isfinite(v) else f"exploded to {v:.3g} (> {EXPLODING_LOSS:g})") \
+                if codes[self.rt.rank] else "became non-finite or exploded"
+            on = f" on rank {', '.join(str(r) for r, c in enumerate(codes) if c)}" if self.rt.world > 1 else ""
+            raise TrainError(f"the training loss {what}{on} at epoch {self.pos.epoch + 1} step "
+                             f"{self.pos.epoch_step + 1} (global step {self.pos.step + 1}); lower train.lr or check "
+                             "the data")
 
     def validate(self, val) -> tuple[float, float]:
         """(mIoU, pixel accuracy) on the validation split, whole images at full resolution."""
@@ -133,7 +144,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler(self.scaler, state.get("scaler"))
         torch.set_rng_state(state["torch_rng"])
         self.pos = Position(**state["position"])
 
@@ -175,7 +186,7 @@ class TrainRun(RunLoop):
             for es, (x, y) in bar:
                 if budget is not None and t.pos.step >= budget:
                     return "capped"
-                if stop is not None and stop.requested:
+                if rt.agree(2 if stop is not None and stop.requested else 0) != [0] * rt.world:
                     return "interrupted"
                 ts = time.perf_counter()
                 row = {"lr": t.opt.param_groups[0]["lr"], **t.step(x, y)}
@@ -248,26 +259,35 @@ class TrainRun(RunLoop):
 
 def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume: bool = False,
               teacher: str | Path | None = None, progress: bool = True, max_steps: int | None = None,
-              on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None) -> Path:
+              on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+              restart: bool = False) -> Path:
     """Train `model` (see `model_spec`) from scratch into the run folder `out`, distilled from the finished
     training run `teacher` when given; `resume` continues it. Returns the run folder. Like `run_search`:
-    validates everything first, refuses another run's folder or a changed config or model, stops cleanly
-    on Ctrl-C, a non-finite or exploding loss, or after `max_steps` steps of this call."""
+    validates everything first, refuses another run's folder or a changed config, model or input (data,
+    architecture, teacher weights), stops cleanly on Ctrl-C/SIGTERM, a non-finite or exploding loss, or after
+    `max_steps` steps of this call. A finished run whose final weights are missing is repaired from its
+    checkpoints; `restart` starts the run in `out` over."""
     say = print if progress else (lambda *a, **k: None)
     check_run(cfg, TRAIN_SECTIONS + ("eval",))
     tc = cfg.train
     runtime = Runtime.start(cfg.runtime)
-    if tc.batch_size % (runtime.world * tc.accumulate):
-        raise TrainError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes "
-                         f"({runtime.world}) x train.accumulate ({tc.accumulate})")
+    problems = world_problems(cfg, "train", runtime.world)
+    if problems:
+        raise TrainError("; ".join(problems))
     check_writable(out)
     out = Path(out)
     spec = model_spec(model, cfg.data.num_classes)
     if teacher is not None:
         spec = {**spec, "teacher": display_path(teacher)}
-    if resume and already_done(out, "train", cfg, TRAIN_SECTIONS):
+    if resume and not restart and (out / "config.json").exists():
+        check_same_config(out, "train", cfg, TRAIN_SECTIONS)  # before any data is prepared
+    if resume and not restart and already_done(out, "train", cfg, TRAIN_SECTIONS):
         _check_same_model(out, spec)
-        say(f"the training in {out} is already complete; nothing to do")
+        if runtime.main and not weights_complete(out):
+            say(repair_weights(out))
+        else:
+            say(f"the training in {out} is already complete; nothing to do")
+        runtime.barrier()
         return out
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
@@ -279,28 +299,63 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
     if runtime.main:
         if resume:
             _check_same_model(out, spec)
-        run = RunDir.start(out, "train", cfg, TRAIN_SECTIONS, resume=resume, device=runtime.device)
-        if not resume:
+        inputs = {"data": data_digest(cfg.data), "model": hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+                  .hexdigest()}
+        if teacher is not None:
+            inputs["teacher_weights"] = file_digest(model_weights_path(teacher))
+        run = RunDir.start(out, "train", cfg, TRAIN_SECTIONS, resume=resume, device=runtime.device, inputs=inputs,
+                           restart=restart)
+        if not resume or restart:
             (out / "model.json").write_text(json.dumps(spec, indent=1) + "\n")
     runtime.barrier()
     if not runtime.main:
         run = RunDir.attach(out, "train")
     try:
         tr = TrainRun(cfg, run, Trainer(cfg, net, runtime, teach), progress, on_step, on_epoch)
-        if resume and any(run.checkpoints.paths()):
+        if resume and not restart and any(run.checkpoints.paths()):
             msg = tr.resume()
             if runtime.main:
                 say(msg)
         tr.start_tracking(cfg.runtime.tensorboard)
-        outcome = drive(run, lambda stop: tr.loop(max_steps, stop), tr.save, lambda: tr.t.pos.step, tr.total_steps(),
-                        max_steps, TrainError, say)
-        if outcome == "done":
-            tr.write_weights()
+        drive(run, lambda stop: tr.loop(max_steps, stop), tr.save, lambda: tr.t.pos.step, tr.total_steps(),
+              max_steps, TrainError, say, finish=tr.write_weights)
     finally:
         if "tr" in locals():
             tr.tracker.close()
         run.close()
+    runtime.barrier()  # the other ranks return when rank 0 has written the weights and marked the run done
     return out
+
+
+def weights_complete(run: Path) -> bool:
+    """Whether a training run's ``model_best.pt`` and ``model_last.pt`` are there and readable."""
+    try:
+        for which in ("best", "last"):
+            load_state(model_weights_path(run, which))
+    except RunError:
+        return False
+    return True
+
+
+def repair_weights(out: Path) -> str:
+    """A run marked done without its final weights (a kit version that wrote them after the status, or a deleted
+    file): rewrite them from the run's final checkpoints, or name the fix."""
+    run = RunDir(out, "train", RunLock(out, "fasterseg train (repair)"), read_info(out))
+    try:
+        last, _ = run.load_checkpoint("last")
+        best, _ = run.load_checkpoint("best")
+    except RunError as e:
+        run.close()
+        raise TrainError(f"{out} is marked done but its final weights are missing and cannot be rebuilt ({e}); "
+                         f"train it again with --restart --out {out}") from None
+    try:
+        for which, state in (("last", last["model"]), ("best", best["model"])):
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write(model_weights_path(out, which), buf.getvalue())
+    finally:
+        run.close()
+    return f"repaired {out}: model_last.pt and model_best.pt rewritten from its final checkpoints"
 
 
 def stored_model(out: Path, resume: bool, teacher: str | None = None) -> tuple[dict, str | None]:
