@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fasterseg.bench_ddp import bench_ddp
+from fasterseg.bench_ddp import summary_lines as ddp_lines
 from fasterseg.config import apply_overrides, profile
 from fasterseg.data.batching import batch_at
 from fasterseg.data.cityscapes import build_dataset
@@ -107,6 +109,8 @@ def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: i
     ``networks`` (the other arguments are those of `bench_networks`)."""
     if kind == "pipeline":
         return bench_pipeline(profile_name, threads)
+    if kind == "ddp":
+        return bench_ddp(profile_name, steps=rounds)
     if kind == "panel":
         return bench_panel(threads=threads, rounds=rounds)
     if kind == "networks":
@@ -143,6 +147,8 @@ def bench_search(profile_name: str = "tiny", threads: int = 1, rounds: int = 5) 
 
 def summary_lines(res: dict) -> list[str]:
     """The human-readable lines of a benchmark result (`bench_supernet` or `bench_search`)."""
+    if "search" in res and "train" in res:
+        return ddp_lines(res)
     env = res["environment"]
     head = f"[{env['runtime']}, {env['threads']} thread(s), fp32, load {env['load_average_1min']:.2f}]"
     if "networks" in res:

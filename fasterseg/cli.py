@@ -100,7 +100,8 @@ def cmd_figures(args) -> int:
 def cmd_pipeline(args) -> int:
     cfg = _config(args)
     res = pipeline.run_pipeline(cfg, resolve(args.out or f"runs/pipeline-{cfg.profile}"))
-    print("\n".join(pipeline.summary_lines(cfg, res)))
+    if res.summary is not None:  # rank 0's (under torchrun the other ranks only search and train)
+        print("\n".join(pipeline.summary_lines(cfg, res)))
     return 0
 
 
@@ -360,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("search", "seconds per search step and images/s"),
                         ("pipeline", "the whole pipeline end to end, per stage"),
                         ("panel", "the tuning panel's response to a control move (committed cpu sweep)"),
-                        ("networks", "published student and peers: torch, ONNX Runtime fp32 and int8")):
+                        ("networks", "published student and peers: torch, ONNX Runtime fp32 and int8"),
+                        ("ddp", "search and training steps with 1 and 2 processes (gloo, CPU), share reducing")):
         _cmd(bench, name, cmd_bench, help_, False, ("--profile", {"choices": PROFILE_NAMES, "default": None}),
              ("--threads", {"type": "positive", "default": 1, "help": "torch threads (1: the steadiest)"}),
              ("--rounds", {"type": "positive", "default": 20 if name == "networks" else 5,

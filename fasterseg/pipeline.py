@@ -23,6 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
+from fasterseg import faults
 from fasterseg.config import RunConfig
 from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run
@@ -71,6 +72,7 @@ def derived_summary(cfg: RunConfig, run: Path, lut) -> tuple[pd.DataFrame, dict]
 
 def _stage(say, k: int, name: str, text: str) -> None:
     say(f"[{k}/{STAGES} {name}] {text}")
+    faults.hit(f"pipeline.{name.replace(' ', '_')}")
 
 
 PIPELINE_SECTIONS = ("data", "space", "latency", "search", "train", "distill", "eval", "export")

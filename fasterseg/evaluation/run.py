@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fasterseg import faults
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.labels import class_names, palette
 from fasterseg.data.prepare import prepare_data
@@ -136,6 +137,7 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     save_figure(ax.figure, out / "confusion.png")
     plt.close(ax.figure)
     metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, **extra}
+    faults.hit("evaluation.figures")
     write_metrics(out, metrics)
     return metrics
 

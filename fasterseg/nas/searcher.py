@@ -23,6 +23,7 @@ from dataclasses import asdict
 import torch
 import torch.nn.functional as F
 
+from fasterseg import faults
 from fasterseg.config import RunConfig
 from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
 from fasterseg.losses import ohem_cross_entropy
@@ -131,6 +132,7 @@ class Searcher:
         self.net.zero_grad(set_to_none=True)
         with self.rt.autocast():
             loss, _ = supernet_weight_loss(self.net, x, y, pretrain=pretrain)
+        loss = faults.loss(loss, self.rt.rank, self.pos.step + 1)
         self._check(loss, "weight")
         self.weight_scaler.scale(loss).backward(inputs=list(self.net.weight_parameters()))  # no architecture grads
         self.rt.all_reduce_grads(self.net.weight_parameters())

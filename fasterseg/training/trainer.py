@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from fasterseg import faults
 from fasterseg.config import RunConfig
 from fasterseg.config_checks import world_problems
 from fasterseg.data.batching import chunk, epoch_batches
@@ -103,6 +104,7 @@ class Trainer:
                     kd = kd_loss(outputs[0], zt, d.temperature, d.reduction)
                     p["loss_kd"] = float(kd.detach())
                     loss = loss + d.weight * kd
+                loss = faults.loss(loss, self.rt.rank, self.pos.step + 1)
                 self._check(loss)
                 self.scaler.scale(loss / n).backward()
             for key in p:
@@ -255,6 +257,7 @@ class TrainRun(RunLoop):
             buf = io.BytesIO()
             torch.save(state, buf)
             atomic_write(model_weights_path(self.run.path, which), buf.getvalue())
+            faults.hit("weights.written")
 
 
 def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume: bool = False,
