@@ -1,6 +1,5 @@
 """Several processes under torchrun (gloo, CPU, 2 processes): the commands of the README's devices section as a
 user runs them. Each test starts real `torchrun` processes."""
-import json
 import os
 import re
 import signal
