@@ -196,8 +196,10 @@ class Checkpoints:
                 errors.append(str(e))
                 warn(f"warning: checkpoint {p} is unusable ({e}); trying the previous one")
             except Exception as e:  # noqa: BLE001 - any failure to read means: do not trust this file
-                errors.append(f"{p.name}: {e}")
-                warn(f"warning: checkpoint {p} is unusable ({e}); trying the previous one")
+                why = ("it holds Python objects, not only tensors: not loaded" if "weights_only" in str(e) else
+                       (str(e).splitlines() or [type(e).__name__])[0])
+                errors.append(f"{p.name}: {why}")
+                warn(f"warning: checkpoint {p} is unusable ({why}); trying the previous one")
         found = "; ".join(errors) if errors else f"no {tag}-*.pt files"
         raise RunError(f"no usable checkpoint to resume from in {self.folder} ({found})")
 
@@ -454,6 +456,8 @@ def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Pat
     try:
         with StopFlag() as stop:
             outcome = loop(stop)
+            if outcome == "done":
+                finish()  # inside: a kill here leaves the run stopped, not done without its outputs
     except KeyboardInterrupt:
         run.set_status("stopped", reason="interrupted")
         raise error(f"interrupted during step {step() + 1}; the last checkpoint is {run.last_checkpoint_name()}; "
@@ -465,8 +469,10 @@ def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Pat
     except error as e:
         run.set_status("failed", reason=str(e))
         raise error(f"{e}. The run stopped; its last good checkpoint is {run.last_checkpoint_name()}") from None
+    except RunError as e:  # a record could not be written (a full disk, a folder made read-only): resumable
+        run.set_status("stopped", reason=str(e))
+        raise error(f"{e}. The run stopped; its last good checkpoint is {run.last_checkpoint_name()}") from None
     if outcome == "done":
-        finish()
         run.set_status("done", step=step())
         return outcome
     path = save() if run.main else None
@@ -545,7 +551,11 @@ def load_history(run: str | Path) -> dict[str, pd.DataFrame]:
 def read_csv(path: Path) -> pd.DataFrame:
     """A history table; `RunError` naming the file when it is damaged."""
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parser errors are ValueErrors
         raise RunError(f"{path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); restore it "
                        "from a copy, or start the run over with --restart") from None
+    if "step" not in df.columns:  # every history table of the kit has one
+        raise RunError(f"{path} is damaged (no step column); restore it from a copy, or start the run over with "
+                       "--restart")
+    return df

@@ -128,6 +128,9 @@ class CityscapesDataset(SegmentationDataset):
 def find_cityscapes_samples(root: Path, split: str) -> list[Sample]:
     """List the image/label pairs of one split, failing clearly on a broken tree."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataTreeError(f"data root {root} is a file; point data.root at the folder that holds leftImg8bit/ and "
+                            "gtFine/")
     if not root.is_dir():
         raise DataTreeError(
             f"data root {root} does not exist: point data.root at a Cityscapes copy that holds leftImg8bit/ and "
@@ -164,6 +167,8 @@ class CamVidDataset(SegmentationDataset):
         self.root = Path(root)
         self.split = split
         img_dir, gt_dir = self.root / split, self.root / f"{split}annot"
+        if self.root.exists() and not self.root.is_dir():
+            raise DataTreeError(f"data root {self.root} is a file; point data.root at the CamVid folder")
         if not self.root.is_dir():
             raise DataTreeError(f"data root {self.root} does not exist: point data.root at a CamVid copy, e.g. "
                                 "data.dataset=camvid data.num_classes=11 data.root=/path/to/CamVid")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from fasterseg.data.cityscapes import CamVidDataset, DataTreeError, build_dataset, dataset_root, find_cityscapes_samples
 from fasterseg.data.synthetic import MARKER, ensure, spec_of
 from fasterseg.paths import file_digest, resolve
@@ -49,3 +51,21 @@ def data_digest(cfg) -> str:
             for f in (smp.image, smp.label):
                 h.update(f"{f.relative_to(root)}:{f.stat().st_size}\n".encode())
     return h.hexdigest()
+
+
+def label_warning(cfg, images: int = 32) -> str | None:
+    """A warning when the first `images` training label maps hold no labelled pixel (every pixel ignored: training
+    learns nothing, mIoU is undefined) or a single class (the mIoU says little); None otherwise."""
+    ds = build_dataset(cfg, "train")
+    counts = np.zeros(256, np.int64)
+    n = min(images, len(ds))
+    for i in range(n):
+        counts += np.bincount(ds.load(i)[1].ravel(), minlength=256)
+    present = [c for c in np.flatnonzero(counts[:cfg.num_classes])]
+    if not present:
+        return (f"every pixel of the first {n} training label maps under {dataset_root(cfg)} is ignored (255): "
+                "training would learn nothing and the mIoU is undefined; check the labels (label ids, not colours)")
+    if len(present) == 1:
+        return (f"the first {n} training label maps under {dataset_root(cfg)} hold a single class ({present[0]}): "
+                "the network can only learn to predict it")
+    return None

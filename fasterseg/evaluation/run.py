@@ -64,8 +64,12 @@ def write_latency(run: str | Path, entries: list[dict]) -> None:
     if not f.exists():
         raise RunError(f"{run} has not been evaluated (no eval/metrics.json); evaluate it first: fasterseg evaluate "
                        f"{run}")
-    metrics = json.loads(f.read_text())
-    metrics["latency"] = entries
+    try:
+        metrics = json.loads(f.read_text())
+        metrics["latency"] = entries
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        raise RunError(f"{f} is damaged ({type(e).__name__}); evaluate the run again: fasterseg evaluate {run}") \
+            from None
     atomic_write(f, (json.dumps(metrics, indent=2) + "\n").encode())
 
 

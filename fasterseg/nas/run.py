@@ -8,6 +8,7 @@ continues it.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,7 @@ from fasterseg.config import RunConfig
 from fasterseg.config_checks import world_problems
 from fasterseg.data.batching import batch_at, split_train
 from fasterseg.data.cityscapes import build_dataset
-from fasterseg.data.prepare import data_digest, prepare_data
+from fasterseg.data.prepare import data_digest, label_warning, prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.latency import load_for
 from fasterseg.latency.table import sidecar
@@ -173,6 +174,9 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
         raise SearchError("; ".join(problems))
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
+        warning = label_warning(cfg.data)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
     runtime.barrier()
     lut = load_for(cfg, check_fit=True)
     lut_path = resolve(cfg.latency.table)

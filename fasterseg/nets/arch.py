@@ -26,6 +26,8 @@ from fasterseg.nets.space import SCALES
 from fasterseg.paths import write_text
 
 FORMAT, VERSION = "fasterseg-arch", 1
+#: refused by the loader before anything is built: beyond these, building allocates hundreds of GB
+MAX_FCH, MAX_CLASSES, MAX_CELLS = 256, 1000, 128
 
 
 class ArchitectureError(ValueError):
@@ -122,6 +124,12 @@ class Architecture:
         """Raise `ArchitectureError` for any inconsistency."""
         if self.fch <= 0 or self.num_classes <= 0:
             raise ArchitectureError(f"fch and num_classes must be positive (got {self.fch}, {self.num_classes})")
+        if self.fch > MAX_FCH or self.num_classes > MAX_CLASSES:
+            raise ArchitectureError(f"fch={self.fch}, num_classes={self.num_classes}: at most fch {MAX_FCH} "
+                                    f"({32 * MAX_FCH} channels at 1/32) and {MAX_CLASSES} classes; the paper's network "
+                                    "has fch 12")
+        if any(len(b.ops) > MAX_CELLS for b in self.branches):
+            raise ArchitectureError(f"a branch has more than {MAX_CELLS} cells")
         for what, w in (("stem_width", self.stem_width), ("head_width", self.head_width)):
             if not self._is_width(w):
                 raise ArchitectureError(f"{what} {w} is not one of the width ratios {list(self.width_ratios)}")

@@ -22,6 +22,7 @@ import io
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -37,7 +38,7 @@ from fasterseg.config_checks import world_problems
 from fasterseg.data.batching import chunk, epoch_batches
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.labels import overlay, palette
-from fasterseg.data.prepare import data_digest, prepare_data
+from fasterseg.data.prepare import data_digest, label_warning, prepare_data
 from fasterseg.data.transforms import EvalTransform, TrainTransform
 from fasterseg.evaluation.scores import evaluate_model
 from fasterseg.losses import segmentation_loss
@@ -294,6 +295,9 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
         return out
     if runtime.main:
         prepare_data(cfg.data, progress=progress)
+        warning = label_warning(cfg.data)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
     teach = Teacher(teacher, cfg.data.num_classes, cfg.data, str(model), runtime.device) if teacher else None
     torch.manual_seed(tc.seed)
     net = build_model(spec, cfg.data.num_classes)
