@@ -23,7 +23,7 @@ from fasterseg.data.batching import batch_at
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.prepare import prepare_data
 from fasterseg.data.transforms import TrainTransform, normalize, resize_pair
-from fasterseg.deploy.export import export_network, quantize_int8
+from fasterseg.deploy.export import export_network
 from fasterseg.latency import load_for
 from fasterseg.latency.backends import OnnxRuntimeBackend, get_backend
 from fasterseg.latency.build import build_table
@@ -35,7 +35,7 @@ from fasterseg.nas.tuning import sweep_config
 from fasterseg.nets import published
 from fasterseg.nets.counting import totals
 from fasterseg.nets.network import DerivedNet
-from fasterseg.nets.onnx import ort_call
+from fasterseg.nets.onnx import ort_call, quantize_int8
 from fasterseg.nets.peers import PEERS
 from fasterseg.nets.space import SearchSpace
 from fasterseg.nets.supernet import Supernet
@@ -254,8 +254,8 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     calibrated on the profile's training images), each timed `rounds` times interleaved with the reference
     convolution (median, min, max, ratio to the reference, achieved share of the reference's GMAC/s).
     Default resolutions: 128x256 (tiny), else 512x1024 and 1024x2048. `archs`: architecture files (or
-    published names) measured beside them, named by their file's stem. Each row also has FPS on ONNX Runtime
-    fp32 and the network's mIoU under the kit's equal training budget where the reference runs hold it
+    published names) measured beside them, as ``NAME=FILE`` or named by their file's stem. Each row also has FPS
+    on ONNX Runtime fp32 and the network's mIoU under the kit's equal training budget where the reference runs hold it
     (`equal_budget_miou`). `with_search` adds the profile's search-step throughput (`bench_search`) and latency
     table build time (`bench_lut_build`, `lut_keys` > 0 times only that many entries and extrapolates)."""
     torch.set_num_threads(threads)
@@ -263,8 +263,9 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     res_list = resolutions or (((128, 256),) if profile_name == "tiny" else ((512, 1024), (1024, 2048)))
     builders = {"fasterseg_student": lambda: DerivedNet(published.load("fasterseg_student"), aux=False)}
     builders.update({n: (lambda n=n: PEERS[n](19, aux=False)) for n in PEERS})
-    for a in archs:  # derived networks of the user's: name = the file's stem
-        builders[Path(a).stem] = lambda a=a: DerivedNet(published.resolve(a), aux=False)
+    for a in archs:  # derived networks of the user's: NAME=FILE, or named by the file's stem
+        name, _, file = a.rpartition("=") if "=" in a else (Path(a).stem, "", a)
+        builders[name] = lambda file=file: DerivedNet(published.resolve(file), aux=False)
     names = networks or tuple(builders)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -286,7 +287,8 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
                     row[runtime] = r
                 row["fps_ort_fp32"] = 1e3 / row["ort_fp32"]["median_ms"]
-                row["miou_equal_budget"] = equal_budget_miou().get(name)
+                miou = equal_budget_miou().get(name)
+                row["miou_equal_budget"], row["miou_equal_budget_std"], row["seeds"] = miou or (None, None, 0)
                 rows.append(row)
     res = {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "networks": rows}
     if with_search:
@@ -295,12 +297,15 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     return res
 
 
-def equal_budget_miou(root: str | Path = "data/runs") -> dict[str, float]:
-    """mIoU (%) of each network trained under the kit's cpu budget in the committed reference runs (mean over
-    seeds; `tradeoffs.reference_points`), keyed by the bench's network names; empty when none are committed."""
+def equal_budget_miou(root: str | Path = "data/runs") -> dict[str, tuple[float, float | None, int]]:
+    """(mIoU mean %, std % or None for one seed, seeds) of each network trained under the kit's cpu budget in the
+    committed reference runs (`tradeoffs.reference_points`), keyed by the bench's network names (the CPU-space
+    student by its ``--arch`` name, ``cpu_space_student``); empty when none are committed."""
     pts = reference_points(root)
-    names = {"published fasterseg_student": "fasterseg_student"}
-    return {names.get(n, n): float(m) for n, m in zip(pts["name"], pts["miou"])} if len(pts) else {}
+    names = {"published fasterseg_student": "fasterseg_student", "cpu-space student distilled": "cpu_space_student",
+             "cpu_student": "cpu_student"}
+    return {names.get(n, n): (float(m), None if np.isnan(sd) else float(sd), int(k))
+            for n, m, sd, k in zip(pts["name"], pts["miou"], pts["miou_std"], pts["seeds"])} if len(pts) else {}
 
 
 def bench_lut_build(profile_name: str = "tiny", threads: int = 1, keys: int = 0) -> dict:
@@ -338,35 +343,42 @@ def _quotient(row: dict, a: str, b: str) -> str:
     return f"{row[a]['ratio_to_reference'] / row[b]['ratio_to_reference']:.2f}"
 
 
+def vs_fast_scnn(res: dict, row: dict, runtime: str) -> str:
+    """`row`'s time on `runtime` over Fast-SCNN's at the same resolution, each first divided by the reference conv
+    timed beside it (fastest over fastest; median over median for results written before minima were kept): a
+    drift of the machine between the networks' timing blocks cancels. "-" without Fast-SCNN."""
+    key = "fastest_ratio_to_reference" if "fastest_ratio_to_reference" in row[runtime] else "ratio_to_reference"
+    base = [r[runtime][key] for r in res["networks"]
+            if r["network"] == "fast_scnn" and r["resolution"] == row["resolution"]]
+    return f"{row[runtime][key] / base[0]:.2f}" if base else "-"
+
+
 def networks_markdown(res: dict) -> str:
     """The `bench_networks` result as a markdown table: latency as ratios to Fast-SCNN on the same runtime
     and resolution (when it was measured; each time first divided by the reference conv's timed beside it), with
     the absolute medians and the reference conv's rate beside."""
     lines = ["| network | H x W | params (M) | GMACs | mIoU % (equal budget) | torch ms | torch channels-last / "
              "contiguous | ORT fp32 ms | ORT fp32 FPS | ORT int8 ms | int8 / fp32 | vs Fast-SCNN (ORT fp32) | "
-             "share of conv rate (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 14]
-    # each network's time over the reference conv's, timed beside it, divided by Fast-SCNN's: a drift of the
-    # machine between the networks' timing blocks cancels
-    base = {tuple(r["resolution"]): r["ort_fp32"]["ratio_to_reference"] for r in res["networks"]
-            if r["network"] == "fast_scnn"}
+             "vs Fast-SCNN (ORT int8) | share of conv rate (ORT fp32) | reference conv GMAC/s |", "|" + " --- |" * 15]
     for r in res["networks"]:
-        b = base.get(tuple(r["resolution"]))
-        vs = f"{r['ort_fp32']['ratio_to_reference'] / b:.2f}" if b else "-"
-        miou = r.get("miou_equal_budget")
+        miou, sd = r.get("miou_equal_budget"), r.get("miou_equal_budget_std")
+        miou = "-" if miou is None else f"{miou:.1f}" + (f" ± {sd:.1f} ({r['seeds']} seeds)" if sd is not None else "")
         lines.append(f"| {r['network']} | {r['resolution'][0]}x{r['resolution'][1]} | {r['params_M']:.2f} | "
-                     f"{r['GMACs']:.2f} | {'-' if miou is None else f'{miou:.1f}'} | {r['torch']['median_ms']:.1f} | "
+                     f"{r['GMACs']:.2f} | {miou} | {r['torch']['median_ms']:.1f} | "
                      f"{_quotient(r, 'torch_channels_last', 'torch')} | "
                      f"{r['ort_fp32']['median_ms']:.1f} | {1e3 / r['ort_fp32']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms']:.1f} | "
                      f"{r['ort_int8']['median_ms'] / r['ort_fp32']['median_ms']:.2f} | "
-                     f"{vs} | {r['ort_fp32']['achieved_share_of_reference']:.2f} | "
+                     f"{vs_fast_scnn(res, r, 'ort_fp32')} | {vs_fast_scnn(res, r, 'ort_int8')} | "
+                     f"{r['ort_fp32']['achieved_share_of_reference']:.2f} | "
                      f"{r['ort_fp32']['reference_gmacs_per_s']:.0f} |")
     env = res["environment"]
     lines.append(f"\n{env['threads']} thread(s), batch 1, load average {env['load_average_1min']:.2f}, {env['date']}; "
                  f"median of {res['rounds']} runs each, interleaved with the reference convolution. mIoU: the "
                  "network trained under the kit's cpu budget (committed reference runs), whole validation images. "
                  "Share of conv rate: the network's multiply-adds per second over the reference conv's. vs Fast-SCNN: "
-                 "the ratios of each network's and Fast-SCNN's time to the reference conv timed beside them.")
+                 "each network's fastest run over the reference conv's fastest beside it, divided by Fast-SCNN's "
+                 "(the steadier figure on a shared machine; `timing.at_reference_speed`).")
     if "search_step" in res:
         st = res["search_step"]
         lines.append(f"\nSearch step ({res['profile']} profile: L={st['layers']} F={st['fch']}, batch {st['batch']} at "

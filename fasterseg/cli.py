@@ -13,6 +13,7 @@ import sys
 
 from fasterseg import bench, pipeline
 from fasterseg.config import PROFILE_NAMES, RunConfig, load_config
+from fasterseg.config_checks import LATENCY_BACKENDS
 from fasterseg.data.check import check_tree
 from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run, summary_line
@@ -34,6 +35,7 @@ from fasterseg.nas.searcher import SEARCH_SECTIONS
 from fasterseg.nets import published
 from fasterseg.nets.counting import arch_report
 from fasterseg.nets.footprint import check_run
+from fasterseg.nets.peers import PEERS
 from fasterseg.paths import resolve, write_text
 from fasterseg.runs import RunError
 from fasterseg.runtime import PeerLost, Runtime, shutdown
@@ -235,7 +237,8 @@ def cmd_study(args) -> int:
     cfg = _config(args)
     target = getattr(args, "pipeline", None) or getattr(args, "study", None) or args.out
     print("\n".join(run_study(args.study_cmd, cfg, resolve(target or f"runs/{args.study_cmd}-{cfg.profile}"),
-                               tuple(getattr(args, "seeds", ())), tuple(getattr(args, "lams", ())))))
+                               tuple(getattr(args, "seeds", ())), tuple(getattr(args, "lams", ())),
+                               tuple(getattr(args, "names", None) or ()))))
     return 0
 
 
@@ -266,7 +269,7 @@ RESTART = ("--restart", {"action": "store_true", "help": "start the run in --out
 RUN = ("run", {"help": "a finished training run"})
 WEIGHTS = ("--weights", {"choices": ("best", "last"), "default": "best"})
 SEEDS = ("--seeds", {"nargs": "+", "type": int, "default": [0, 1, 2]})
-BACKEND = ("--backend", {"choices": ("torch", "onnxruntime", "tensorrt"), "help": "default: latency.backend"})
+BACKEND = ("--backend", {"choices": LATENCY_BACKENDS, "help": "default: latency.backend"})
 THREADS = ("--threads", {"type": int, "help": "default: latency.threads"})
 
 
@@ -332,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(study, "collapse", cmd_study, "the collapse study's students trained from scratch", True,
          ("--study", {"required": True, "help": "a collapse study folder (with coarse/ and decoupled/)"}), SEEDS)
     _cmd(study, "peers", cmd_study, "the peer networks trained under the same budget", True,
-         ("--out", {"help": "study folder (default runs/peers-<profile>)"}), SEEDS)
+         ("--out", {"help": "study folder (default runs/peers-<profile>)"}), SEEDS,
+         ("--names", {"nargs": "+", "choices": tuple(PEERS), "help": "some of the peers (default: all)"}))
     _cmd(study, "sweep", cmd_study, "searches over a grid of the student's latency weight, both penalties", True,
          ("--out", {"help": "study folder (default runs/sweep-<profile>)"}),
          ("--lams", {"nargs": "+", "type": float, "default": [0.01, 0.03, 0.1, 0.3, 1.0]}))
@@ -368,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
              ("--rounds", {"type": "positive", "default": 20 if name == "networks" else 5,
                            "help": "timed rounds, interleaved with the reference"}),
              ("--out", {"help": "JSON path (default runs/bench/<name>-<profile>.json)"}),
-             *((("--arch", {"nargs": "*", "help": "architecture files measured beside the others"}),
+             *((("--arch", {"nargs": "*", "help": "architecture files measured beside the others (NAME=FILE "
+                                                  "names one)"}),
                 ("--only", {"nargs": "*", "help": "measure only these networks"}),
                 ("--no-search", {"action": "store_true", "help": "leave out the search step and the table build"}),
                 ("--lut-keys", {"type": int, "default": 0, "help": "time only this many table entries and "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from fasterseg.config_checks import range_problems
+from fasterseg.config_checks import PAPER_OPS, range_problems
 from fasterseg.paths import write_text
 
 WIDTH_RATIOS = (4 / 12, 6 / 12, 8 / 12, 10 / 12, 1.0)
@@ -61,9 +61,17 @@ class SpaceConfig:
     first_down_min: int = 2
     last_down_margin: int = 2
     down_gap_min: int = 3
-    # the fixed stem to 1/8: "original" (3x3 conv, then two conv_2x stages; the paper's) or "light" (three single
-    # 3x3 convs, about a third of the multiply-adds); not searched
+    # the fixed stem to 1/8: "original" (3x3 conv, then two conv_2x stages; the paper's), "light" (three single
+    # 3x3 convs, about a third of the multiply-adds) or "dwsep" (3x3 conv, then two depthwise-separable stages)
     stem: str = "original"
+    # the operators a cell chooses among ("skip" first): the paper's five, or others of the registry (dwsep, ir_e3,
+    # ir_e6: depthwise-separable and inverted-residual blocks, which a CPU runs well)
+    ops: tuple[str, ...] = PAPER_OPS
+    # stem kinds to search among (each set's own choice; priced with the path term); empty: the fixed `stem`
+    stems: tuple[str, ...] = ()
+    # how the 1/8 logits reach full resolution, chosen at derivation by mIoU x latency: bilinear8 (the paper's),
+    # bilinear2_nearest4 (bilinear x2 then nearest x4), nearest8 (nearest x8: the class map's nearest up-sampling)
+    decisions: tuple[str, ...] = ("bilinear8",)
 
 
 @dataclass
@@ -71,7 +79,7 @@ class LatencyConfig:
     """The latency model: which table, measured how, at which deployment resolution, and the penalty."""
 
     table: str = "data/latency/gtx1080ti_tensorrt_1024x2048.csv"
-    backend: str = "tensorrt"  # torch | onnxruntime | tensorrt
+    backend: str = "tensorrt"  # torch | onnxruntime | onnxruntime_int8 (each block int8 QDQ) | tensorrt
     device: str = "cuda"  # for the torch backend: cpu or cuda
     threads: int = 1
     height: int = 1024  # deployment resolution: latency is evaluated here, not at the search crop
@@ -81,6 +89,11 @@ class LatencyConfig:
     ends: tuple[int, int] = (32, 16)  # branch pair whose expected latency is penalised
     validate_networks: int = 30
     calibration: str = "check"  # a table that no longer fits this machine: check (refuse) | rescale | warn | off
+    # CPU tables: time the reference conv after every sample and normalise each entry by it (a table built while
+    # the machine's speed drifts stays consistent); off: bare times, as tables built before the option
+    interleave: bool = True
+    # after an interleaved CPU build: random networks timed end to end to fit the table's network factor (0: none)
+    factor_networks: int = 10
 
 
 @dataclass

@@ -12,8 +12,14 @@ import re
 
 DATASETS = ("cityscapes", "camvid", "synthetic")
 #: the stem's kinds (`fasterseg.nets.ops.STEMS` builds them)
-STEM_KINDS = ("original", "light")
-LATENCY_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+STEM_KINDS = ("original", "light", "dwsep")
+#: the paper's five operators, in the original's index order (`fasterseg.nets.ops.PRIMITIVES`)
+PAPER_OPS = ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x")
+#: every operator of the registry (`fasterseg.nets.ops.OPS`): the paper's and the CPU-shaped ones
+OP_NAMES = PAPER_OPS + ("dwsep", "ir_e3", "ir_e6")
+#: how the 1/8 logits become the full-resolution class map (`fasterseg.nets.network.DECISIONS`)
+DECISIONS = ("bilinear8", "bilinear2_nearest4", "nearest8")
+LATENCY_BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "tensorrt")
 BRANCH_PAIRS = ((32, 16), (32, 8))
 
 
@@ -64,6 +70,14 @@ def _space(s) -> list[str]:
     p += _at_least(s, "first_down_min", "space", 1) + _at_least(s, "last_down_margin", "space", 0)
     p += _at_least(s, "down_gap_min", "space", 1)
     p += _one_of(s, "stem", "space", STEM_KINDS)
+    if not s.ops or s.ops[0] != "skip" or len(set(s.ops)) != len(s.ops) or any(o not in OP_NAMES for o in s.ops):
+        p.append(f"space.ops={list(s.ops)}: distinct operators of {list(OP_NAMES)}, 'skip' first (derivation "
+                 "removes skips)")
+    if any(k not in STEM_KINDS for k in s.stems) or len(s.stems) == 1:
+        p.append(f"space.stems={list(s.stems)}: none (the fixed space.stem) or at least two of {list(STEM_KINDS)} "
+                 "to search among")
+    if not s.decisions or any(d not in DECISIONS for d in s.decisions):
+        p.append(f"space.decisions={list(s.decisions)}: one or more of {list(DECISIONS)}")
     r = s.width_ratios
     if not r or list(r) != sorted(r) or r[0] <= 0 or r[-1] > 1:
         p.append(f"space.width_ratios={list(r)}: must be increasing ratios in (0, 1]")
@@ -87,6 +101,7 @@ def _latency(c) -> list[str]:
     p = _one_of(c, "backend", "latency", LATENCY_BACKENDS) + _one_of(c, "penalty", "latency", ("decoupled", "coarse"))
     p += _one_of(c, "calibration", "latency", ("check", "rescale", "warn", "off"))
     p += _at_least(c, "threads", "latency", 1) + _at_least(c, "validate_networks", "latency", 1)
+    p += _at_least(c, "factor_networks", "latency", 0)
     p += _multiple_of_32("latency.height/width", (c.height, c.width))
     if not re.fullmatch(r"cpu|cuda(:\d+)?", c.device):
         p.append(f"latency.device={c.device!r}: choose cpu or cuda")

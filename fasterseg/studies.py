@@ -87,7 +87,8 @@ def train_variants(cfg: RunConfig, variants: dict[str, dict], seeds: tuple[int, 
     """Train every variant (name -> {"model": architecture file or peer, "teacher": run or None}) once per
     seed under the same budget (`cfg.train`), evaluate each (`evaluate.evaluate_run`), and return one row
     per run: variant, seed, mIoU, pixel accuracy, best validation mIoU during training, params, GMACs and
-    measured latency. Runs already finished are reused; written to ``<out>/results.csv``."""
+    measured latency. Runs already finished are reused; written to ``<out>/results.csv`` (rows of other variants or
+    seeds already there are kept)."""
     out = Path(out)
     rows = []
     for name, v in variants.items():
@@ -108,6 +109,11 @@ def train_variants(cfg: RunConfig, variants: dict[str, dict], seeds: tuple[int, 
             rows.append(row)
     df = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "results.csv").exists():  # keep the rows of variants and seeds this call did not train
+        old = pd.read_csv(out / "results.csv")
+        mine = set(zip(df["variant"], df["seed"]))
+        old = old[[(v, s) not in mine for v, s in zip(old["variant"], old["seed"])]]
+        df = pd.concat([old, df], ignore_index=True) if len(old) else df
     df.to_csv(out / "results.csv", index=False)
     return df
 
@@ -195,14 +201,15 @@ def run_sweep(cfg: RunConfig, out: str | Path, lams: tuple[float, ...] = (0.01, 
 
 
 def run_study(kind: str, cfg: RunConfig, target: Path, seeds: tuple[int, ...] = (),
-              lams: tuple[float, ...] = ()) -> list[str]:
+              lams: tuple[float, ...] = (), names: tuple[str, ...] = ()) -> list[str]:
     """`fasterseg study KIND`: distill (target: a pipeline folder), collapse (a collapse study folder), peers
-    or sweep (an output folder). Returns the lines to print: the per-run table and the mean ± std."""
+    (an output folder; `names`: some of the peers) or sweep (an output folder). Returns the lines to print: the
+    per-run table and the mean ± std."""
     seeds = seeds or (0, 1, 2)
     if kind == "sweep":
         return [run_sweep(cfg, target, lams or (0.01, 0.03, 0.1, 0.3, 1.0)).round(3).to_string(index=False)]
     run = {"distill": distill_study, "collapse": collapse_training}.get(kind)
-    df = run(cfg, target, seeds) if run else peers_study(cfg, target, seeds)
+    df = run(cfg, target, seeds) if run else peers_study(cfg, target, seeds, names or None)
     return [df.round(4).to_string(index=False), mean_std(df, cols=("miou",)).round(4).to_string()]
 
 

@@ -66,8 +66,9 @@ def run_point(run: str | Path, name: str, kind: str, backend: str = "onnxruntime
 def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime") -> pd.DataFrame:
     """Every trained network of the committed reference runs under `root` that exists: the cpu pipeline's
     teacher, its student with and without distillation (3 seeds), the collapse study's coarse- and
-    decoupled-penalty students (3 seeds), the peers and the published FasterSeg student trained under the
-    same budget; with a ``front`` column marking the Pareto front."""
+    decoupled-penalty students (3 seeds), the peers, the students searched for this CPU (in the paper's space and
+    in the CPU space, with and without distillation) and the published FasterSeg student trained under the same
+    budget; with a ``front`` column marking the Pareto front."""
     root = resolve(root)
     parts = []
     pipe = root / "pipeline-cpu"
@@ -84,6 +85,9 @@ def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime
     cpu_student = root / "cpu-student" / "results.csv"
     if cpu_student.exists():
         parts.append(study_points(cpu_student, "searched for this CPU", backend, ""))
+    cpu_space = root / "cpu-space" / "distill-study" / "results.csv"
+    if cpu_space.exists():
+        parts.append(study_points(cpu_space, "searched in the CPU space", backend, "cpu-space student "))
     published = root / "published-cpu" / "results.csv"
     if published.exists():
         parts.append(study_points(published, "published", backend, "published "))

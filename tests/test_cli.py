@@ -72,6 +72,7 @@ def test_bench_networks_report_structure(tmp_path, capsys):
             assert r[rt]["median_ms"] > 0 and r[rt]["ratio_to_reference"] > 0
         assert r["fps_ort_fp32"] == pytest.approx(1e3 / r["ort_fp32"]["median_ms"])
     miou = {r["network"]: r["miou_equal_budget"] for r in res["networks"]}
+    assert res["networks"][0]["seeds"] >= 1
     assert 25 < miou["fast_scnn"] < 40  # from the committed cpu-budget reference runs
     assert res["search_step"]["seconds_per_step"] > 0 and res["search_step"]["layers"] == 8
     lb = res["lut_build"]

@@ -33,7 +33,7 @@ def torchrun(args: list[str], tmp_path: Path, env: dict | None = None, backgroun
 
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
-    from fasterseg.latency.validate import random_architectures
+    from fasterseg.latency.networks import random_architectures
     from fasterseg.nets.derive import DeriveRules
     from fasterseg.nets.space import SearchSpace
 

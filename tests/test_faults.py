@@ -31,7 +31,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
-    from fasterseg.latency.validate import random_architectures
+    from fasterseg.latency.networks import random_architectures
     from fasterseg.nets.derive import DeriveRules
     from fasterseg.nets.space import SearchSpace
 

@@ -29,7 +29,7 @@ SMALL = ["data.num_train=8", "data.num_val=2", "train.epochs=1", "train.steps_pe
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny training run (the published student at F=4 would be slow: a random derived architecture)."""
-    from fasterseg.latency.validate import random_architectures
+    from fasterseg.latency.networks import random_architectures
     from fasterseg.nets.derive import DeriveRules
     from fasterseg.nets.space import SearchSpace
 

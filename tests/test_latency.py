@@ -220,25 +220,26 @@ def test_build_is_resumable_and_deduplicated(tmp_path):
     keys = space_keys(SPACE, SHW, 19, H, W)[:40] * 2  # duplicates are measured once
     path = tmp_path / "lut.csv"
     with pytest.raises(KeyboardInterrupt):
-        build_table(path, FakeBackend(fail_after=15), SPACE, SHW, 19, H, W, keys=keys, progress=False)
+        build_table(path, FakeBackend(fail_after=15), SPACE, SHW, 19, H, W, keys=keys, progress=False, interleave=False)
     partial = LatencyTable.load(path)
     assert len(partial) == 15 and partial.meta["complete"] is False
     backend = FakeBackend()
-    table = build_table(path, backend, SPACE, SHW, 19, H, W, keys=keys, progress=False)
+    table = build_table(path, backend, SPACE, SHW, 19, H, W, keys=keys, progress=False, interleave=False)
     n_needed = len({k for k in keys if not k.removed})
     assert backend.calls == n_needed - 15 and len(table) == n_needed and table.meta["complete"] is True
     assert LatencyTable.load(path).meta["entries"] == n_needed
 
 
 def test_space_keys_cover_every_derived_network(table):
-    from fasterseg.latency.validate import random_architectures
+    from fasterseg.latency.networks import random_architectures
 
     for arch in random_architectures(SPACE, 12, SHW, 19, seed=1, rules=RULES):
         assert table.predict(arch) > 0  # raises MissingEntriesError otherwise
 
 
 def test_validate_reports_correlation(table):
-    from fasterseg.latency.validate import random_architectures, validate
+    from fasterseg.latency.networks import random_architectures
+    from fasterseg.latency.validate import validate
 
     class Proportional(FakeBackend):
         def time(self, module, input_shape):

@@ -20,7 +20,7 @@ def test_operator_shapes_fixed_and_slimmable(name, stride, hw):
 
 
 def test_registry_order_matches_the_original_indices():
-    assert PRIMITIVES == ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x") == tuple(OPS)
+    assert PRIMITIVES == ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x") == tuple(OPS)[:5]
 
 
 def test_zoomed_conv_quarter_cost_and_identity_skip():

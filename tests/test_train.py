@@ -65,7 +65,7 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_arch(tmp_path_factory):
-    from fasterseg.latency.validate import random_architectures
+    from fasterseg.latency.networks import random_architectures
     from fasterseg.nets.derive import DeriveRules
     from fasterseg.nets.space import SearchSpace
 
@@ -416,9 +416,9 @@ def test_int8_quantisation_agrees_with_fp32_on_most_pixels(teacher_run, data_roo
     pixels with the same class must be at least 90 % (measured here: printed)."""
     from fasterseg.data.cityscapes import build_dataset
     from fasterseg.data.transforms import EvalTransform
-    from fasterseg.deploy.export import export_network, quantize_int8
+    from fasterseg.deploy.export import export_network
     from fasterseg.nets.build import load_trained
-    from fasterseg.nets.onnx import ort_predict
+    from fasterseg.nets.onnx import ort_predict, quantize_int8
 
     model, _ = load_trained(teacher_run)
     fp32 = export_network(model, tmp_path / "fp32.onnx", 128, 256)

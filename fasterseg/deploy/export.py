@@ -5,10 +5,8 @@ CUDA device exist.
 - `export_network(model, path, height, width)`: the deployed form as ONNX (opset from the config, static
   1x3xHxW input ``image``, output ``logits`` at input size).
 - `check_onnx(model, path)`: max |logit difference| ONNX Runtime vs PyTorch on a seeded random image.
-- `quantize_int8(onnx, out, calibration)`: static post-training int8 (QDQ) with ONNX Runtime.
+- int8 quantisation (static QDQ, ONNX Runtime): `fasterseg.nets.onnx.quantize_int8`.
 - `export_run(run, cfg)`: all of it for a training run (``<run>/export/``).
-
-onnxruntime's quantiser is imported inside `quantize_int8`, so `import fasterseg` does not load it.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from fasterseg.nets.build import LogitsOnly, fold_bn, inference_copy, load_trained
-from fasterseg.nets.onnx import ExportUnavailable, export_onnx, ort_session, quiet_logger, tensorrt_engine
+from fasterseg.nets.onnx import ExportUnavailable, export_onnx, ort_session, tensorrt_engine
 from fasterseg.paths import display_path
 from fasterseg.runs import atomic_write
 
@@ -83,35 +81,5 @@ def summary_line(s: dict) -> str:
             f"{s.get('max_abs_diff', float('nan')):.2e} on logits up to {s.get('max_abs_logit', float('nan')):.3g}, "
             f"class agreement {100 * s.get('class_agreement', 0):.2f} %; "
             f"TensorRT: {s['tensorrt']}")
-
-
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray,
-                  per_channel: bool = True) -> Path:
-    """Static post-training int8 quantisation of an ONNX file with ONNX Runtime (QDQ format, int8 weights per
-    channel, uint8 activations), calibrated on `calibration` images (N, 3, H, W) float32, normalised as the
-    network's input. Returns `out_path`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Images(CalibrationDataReader):
-        def __init__(self):
-            self.i = 0
-
-        def get_next(self):
-            if self.i >= len(calibration):
-                return None
-            self.i += 1
-            return {"image": calibration[self.i - 1:self.i].astype(np.float32)}
-
-    out_path = Path(out_path)
-    pre = out_path.with_name(out_path.stem + "_pre.onnx")
-    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-    # the quantiser warns on the root logger for every 1-D weight it cannot quantise per channel (an unfolded
-    # BN's scale, as in DDRNet's DAPPM)
-    with quiet_logger():
-        quantize_static(str(pre), str(out_path), Images(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    pre.unlink(missing_ok=True)
-    return out_path
 
 

@@ -14,10 +14,10 @@ import torch
 
 from fasterseg.data.cityscapes import build_dataset
 from fasterseg.data.transforms import EvalTransform
-from fasterseg.deploy.export import export_network, quantize_int8
+from fasterseg.deploy.export import export_network
 from fasterseg.metrics import SegMeter
 from fasterseg.nets.build import load_trained
-from fasterseg.nets.onnx import ort_call, ort_predict
+from fasterseg.nets.onnx import ort_call, ort_predict, quantize_int8
 from fasterseg.paths import display_path, write_text
 from fasterseg.timing import environment, interleaved
 

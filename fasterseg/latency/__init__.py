@@ -33,10 +33,12 @@ def load_for(cfg, check_space: bool = True, check_fit: bool = False) -> "Latency
         have = table.meta.get("space", {})
         # the class count only changes the head's last convolution and the logits' up-sampling: those few entries
         # are measured here when the table's backend can run on this machine
-        diff = [k for k in want if k != "num_classes" and comparable(have.get(k), 6) != comparable(want[k], 6)]
+        diff = [k for k in sorted(set(want) | set(have))
+                if k != "num_classes" and comparable(have.get(k), 6) != comparable(want.get(k), 6)]
         if diff:
+            table_has, config_has = [have.get(k) for k in diff], [want.get(k) for k in diff]
             raise LatencyTableError(f"{lc.table} was built for another search space ({', '.join(diff)} "
-                                    f"differ: table {[have.get(k) for k in diff]}, config {[want[k] for k in diff]}); "
+                                    f"differ: table {table_has}, config {config_has}); "
                                     f"build one with {build_command(cfg)}")
         keys = space_keys(space, cfg.space.stem_head_widths, cfg.data.num_classes, lc.height, lc.width,
                           glue=table.prices_glue)

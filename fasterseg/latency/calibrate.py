@@ -33,7 +33,7 @@ def probe_keys(table: LatencyTable, n: int = PROBE_SIZE) -> list[LatencyKey]:
         return [LatencyKey(*k) for k in table.meta["probe"]["keys"]]
     by_op: dict[str, list[LatencyKey]] = {}
     for k, e in sorted(table.entries.items(), key=lambda kv: -kv[1].median_ms):
-        if not k.removed and e.median_ms > 0:
+        if not k.removed and e.median_ms > 0 and k.op != "qdq":
             by_op.setdefault(k.op, []).append(k)
     keys, ops = [], sorted(by_op)
     while len(keys) < n and any(by_op.values()):
@@ -56,7 +56,7 @@ def runnable_here(table: LatencyTable) -> str | None:
         return "a TensorRT table (the probe needs TensorRT and the GPU it was built on)"
     if dtype == "cuda" and not torch.cuda.is_available():
         return "a CUDA table and no CUDA device here"
-    if backend not in ("torch", "onnxruntime"):
+    if backend not in ("torch", "onnxruntime", "onnxruntime_int8"):
         return f"backend {backend!r}"
     return None
 

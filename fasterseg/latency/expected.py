@@ -30,9 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fasterseg.latency.keys import LatencyKey, stem_keys
+from fasterseg.latency.keys import UPSAMPLE, LatencyKey, stem_keys
 from fasterseg.latency.table import LatencyTable, MissingEntriesError
-from fasterseg.nets.ops import PRIMITIVES
 from fasterseg.nets.space import SCALE_INDEX, SCALES, SearchSpace
 from fasterseg.nets.supernet import ArchSet
 
@@ -81,9 +80,11 @@ class ExpectedLatency:
         def opcost(res, c_ins, c_outs, stride) -> torch.Tensor:
             h, w = res
             return torch.tensor([[[lat(LatencyKey(op, h, w, ci, co, stride)) for co in c_outs] for ci in c_ins]
-                                 for op in PRIMITIVES], dtype=torch.float64)
+                                 for op in space.ops], dtype=torch.float64)
 
-        self.stem_ms = sum(lat(k) for k in stem_keys(stem, H, W, space.stem))
+        # the stem: one cost per kind searched among (or the fixed kind's)
+        self.stem_ms = torch.tensor([sum(lat(k) for k in stem_keys(stem, H, W, kind))
+                                     for kind in (space.stems or (space.stem,))], dtype=torch.float64)
         self.same, self.down = {}, {}
         for l, s in space.nodes():
             S = SCALES[s]
@@ -119,8 +120,9 @@ class ExpectedLatency:
         self.tail = lat(LatencyKey("fusion", h8, w8, nb * c8, nb * c8)) + lat(
             LatencyKey("head", h8, w8, nb * c8, num_classes)
         )
-        if glue:
-            self.tail += lat(LatencyKey("upsample", h8, w8, num_classes, num_classes, 8))
+        if glue:  # the paper's final up-sampling (the decision form is chosen at derivation, not by gradient)
+            form = "bilinear8" if "bilinear8" in space.decisions else space.decisions[0]
+            self.tail += lat(LatencyKey(UPSAMPLE[form], h8, w8, num_classes, num_classes, 8))
         if missing:
             raise MissingEntriesError(
                 sorted(set(missing)),
@@ -130,15 +132,16 @@ class ExpectedLatency:
     def to(self, device: torch.device | str) -> "ExpectedLatency":
         """Move the cost tensors to `device` (where the architecture parameters live); returns self."""
         self.same, self.down = ({k: v.to(device) for k, v in d.items()} for d in (self.same, self.down))
-        self.ref8, self.ref16 = self.ref8.to(device), self.ref16.to(device)
+        self.ref8, self.ref16, self.stem_ms = self.ref8.to(device), self.ref16.to(device), self.stem_ms.to(device)
         return self
 
     def __call__(self, a: ArchSet, alpha: bool = True, beta: bool = True, gamma: bool = True) -> torch.Tensor:
         """Expected latency (ms, scalar tensor). A kind that is not live is held neutral: alpha and beta
-        uniform, widths at max."""
+        uniform, widths at max. A searched stem's kind goes with beta (`ArchSet.by_kind`)."""
         sp, L = self.space, self.space.layers
         dev = self.ref8.device
-        uni5 = torch.full((len(PRIMITIVES),), 1 / len(PRIMITIVES), dtype=torch.float64, device=dev)
+        n_ops = len(sp.ops)
+        uni5 = torch.full((n_ops,), 1 / n_ops, dtype=torch.float64, device=dev)
         half = torch.tensor([0.5, 0.5], dtype=torch.float64, device=dev)
         nodes = sp.nodes()
         alphas = {(l, s): (F.softmax(a.alpha(s)[sp.alpha_row(l, s)].double(), -1) if alpha else uni5) for l, s in nodes}
@@ -176,7 +179,13 @@ class ExpectedLatency:
             t = t[0] if p_in is None else p_in @ t
             return t[0] if out is None else t @ out
 
-        total = torch.tensor(self.stem_ms, dtype=torch.float64, device=dev) + self.tail
+        if sp.stems:
+            k = len(sp.stems)
+            p_stem = F.softmax(a.stem.double(), -1) if beta else torch.full((k,), 1 / k, dtype=torch.float64,
+                                                                               device=dev)
+            total = p_stem @ self.stem_ms + self.tail
+        else:
+            total = self.stem_ms[0] + self.tail
         for l, s in nodes[1:]:  # edges into (l, s)
             for (pl, ps), w in inputs[(l, s)]:
                 T = self.same[(pl, ps)] if ps == s else self.down[(pl, ps)]

@@ -1,13 +1,15 @@
 """Latency-table keys: every block instance the supernet (and any network derived from it) can
 produce at a deployment resolution, and the blocks of one derived network.
 
-A key is (op, input H, input W, C_in, C_out, stride). Ops: the five search operators
-(`ops.PRIMITIVES`), ``conv1x1`` / ``conv3x3`` (conv-BN-ReLU of the stem and the refinement),
+A key is (op, input H, input W, C_in, C_out, stride). Ops: the search operators of the registry (`ops.OPS`: the
+paper's five and the CPU-shaped ones), ``conv1x1`` / ``conv3x3`` (conv-BN-ReLU of the stem and the refinement),
 ``fusion`` (the 1x1 fusion conv) and ``head`` (3x3 conv + 1x1 conv to the classes), and the "glue"
 between blocks that a per-block sum would otherwise miss: ``upcat`` (bilinear up-sampling x2 of C_in
 channels and concatenation with C_out - C_in finer channels) and ``upsample`` (the final bilinear
-up-sampling of the logits by `stride`). Tables built by the kit price glue (``prices_glue`` in their
+up-sampling of the logits by `stride`; ``upsample_bilinear2_nearest4`` and ``upsample_nearest8`` for the other
+decision forms). Tables built by the kit price glue (``prices_glue`` in their
 metadata); the published 1080Ti table does not, so predictions from it leave glue out, as the original did.
+int8 tables add ``qdq`` keys (`boundary_key`): quantising then dequantising a block's input tensor.
 """
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ import torch
 import torch.nn as nn
 
 from fasterseg.nets.arch import Architecture
-from fasterseg.nets.network import shared_prefix
-from fasterseg.nets.ops import PRIMITIVES, STEMS, ConvBNReLU, Head, build_op, resize
+from fasterseg.nets.network import shared_prefix, upsample_logits
+from fasterseg.nets.ops import OPS, STEMS, ConvBNReLU, Head, build_op, resize
 from fasterseg.nets.space import SCALES, SearchSpace
 
-BLOCK_OPS = PRIMITIVES + ("conv1x1", "conv3x3", "fusion", "head", "upcat", "upsample")
-GLUE = ("upcat", "upsample")
+#: the final up-sampling of the logits per decision form (`network.upsample_logits`); "upsample" is the paper's
+UPSAMPLE = {"bilinear8": "upsample", "bilinear2_nearest4": "upsample_bilinear2_nearest4",
+            "nearest8": "upsample_nearest8"}
+BLOCK_OPS = tuple(OPS) + ("conv1x1", "conv3x3", "fusion", "head", "upcat", "qdq") + tuple(UPSAMPLE.values())
+GLUE = ("upcat",) + tuple(UPSAMPLE.values())
 
 
 class UpCat(nn.Module):
@@ -39,12 +44,19 @@ class UpCat(nn.Module):
 
 
 class Upsample(nn.Module):
-    def __init__(self, factor: int, interp: str = "bilinear"):
+    """The logits' final up-sampling by `factor` in one decision form (`network.upsample_logits`)."""
+
+    def __init__(self, factor: int, interp: str = "bilinear", decision: str = "bilinear8"):
         super().__init__()
-        self.factor, self.interp = factor, interp
+        self.factor, self.interp, self.decision = factor, interp, decision
 
     def forward(self, x):
-        return resize(x, (x.shape[-2] * self.factor, x.shape[-1] * self.factor), self.interp)
+        return upsample_logits(x, (x.shape[-2] * self.factor, x.shape[-1] * self.factor), self.decision, self.interp)
+
+
+class QuantBoundary(nn.Identity):
+    """The quantisation boundary of a (C, H, W) tensor: an int8 backend times it as quantise -> dequantise
+    (`nets.onnx.qdq_model`); anything else sees an identity."""
 
 
 @dataclass(frozen=True, order=True)
@@ -72,7 +84,7 @@ class LatencyKey:
 
     def module(self, interp: str = "bilinear") -> nn.Module:
         """The block as the derived network builds it (for measuring)."""
-        if self.op in PRIMITIVES:
+        if self.op in OPS:
             return build_op(self.op, self.c_in, self.c_out, self.stride, interp=interp)
         if self.op in ("conv1x1", "fusion"):
             return ConvBNReLU(self.c_in, self.c_out, 1, self.stride)
@@ -80,12 +92,27 @@ class LatencyKey:
             return ConvBNReLU(self.c_in, self.c_out, 3, self.stride)
         if self.op == "upcat":
             return UpCat(self.c_out - self.c_in, self.h, self.w, interp)
-        if self.op == "upsample":
-            return Upsample(self.stride, interp)
+        if self.op in UPSAMPLE.values():
+            return Upsample(self.stride, interp, next(d for d, o in UPSAMPLE.items() if o == self.op))
+        if self.op == "qdq":
+            return QuantBoundary()
         return Head(self.c_in, self.c_out)
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.c_in, self.h, self.w)
+
+
+def boundary_key(key: LatencyKey) -> LatencyKey | None:
+    """The quantisation boundary on `key`'s input (a ``qdq`` key), or None where a network has one too: the image
+    (3 channels, the stem's first conv) and the logits' up-sampling (which runs in float)."""
+    if key.c_in == 3 or key.op in UPSAMPLE.values() or key.op == "qdq" or key.removed:
+        return None
+    return LatencyKey("qdq", key.h, key.w, key.c_in, key.c_in, 1)
+
+
+def boundary_keys(keys: Iterable[LatencyKey]) -> list[LatencyKey]:
+    """The distinct `boundary_key`s of `keys` (what an int8 table measures besides the blocks)."""
+    return sorted({b for b in map(boundary_key, keys) if b is not None})
 
 
 def _res(height: int, width: int, scale: int) -> tuple[int, int]:
@@ -102,7 +129,8 @@ def stem_keys(fch_channels: tuple[int, int, int], height: int, width: int, kind:
 
 
 def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Sequence[int], ch16: int,
-              ch8: dict[int, int], num_classes: int, height: int, width: int, glue: bool = True) -> list[LatencyKey]:
+              ch8: dict[int, int], num_classes: int, height: int, width: int, glue: bool = True,
+              decisions: Sequence[str] = ("bilinear8",)) -> list[LatencyKey]:
     """Refinement, fusion and head of a network whose branches end at `ends` (with glue blocks).
 
     `channels(scale, width)`: the channel rule (`SearchSpace.channels` or `Architecture.channels`);
@@ -127,7 +155,7 @@ def head_keys(channels: Callable[[int, float], int], head_width: float, ends: Se
     nb = len(ends)
     keys += [LatencyKey("fusion", h8, w8, nb * c8, nb * c8), LatencyKey("head", h8, w8, nb * c8, num_classes)]
     if glue:
-        keys += [LatencyKey("upsample", h8, w8, num_classes, num_classes, 8)]
+        keys += [LatencyKey(UPSAMPLE[d], h8, w8, num_classes, num_classes, 8) for d in decisions]
     return keys
 
 
@@ -145,7 +173,8 @@ def space_keys(
     stems = {space.stem_channels(sw) for sw, _ in stem_head_widths}
     heads = {hw for _, hw in stem_head_widths}
     for stem in stems:
-        keys.update(stem_keys(stem, height, width, space.stem))
+        for kind in space.stems or (space.stem,):
+            keys.update(stem_keys(stem, height, width, kind))
     for s, scale in enumerate(SCALES):
         h, w = _res(height, width, scale)
         c_in = set(space.width_options(scale)) | {space.channels(scale, hw) for hw in heads}
@@ -153,7 +182,7 @@ def space_keys(
             c_in |= {stem[2] for stem in stems}  # a branch whose first cells were removed starts at the stem
         c_out = set(space.width_options(scale)) | {space.channels(scale, hw) for hw in heads}
         c_down = set(space.width_options(2 * scale)) if s < 2 else set()
-        for op in PRIMITIVES:
+        for op in space.ops:
             keys.update(LatencyKey(op, h, w, ci, co, 1) for ci in c_in for co in c_out)
             keys.update(LatencyKey(op, h, w, ci, co, 2) for ci in c_in for co in c_down)
     for hw in heads:
@@ -161,11 +190,8 @@ def space_keys(
         for ch16 in space.width_options(16):
             for ch8 in ch8_options:
                 for ends in ((32, 16), (32, 8)):
-                    keys.update(
-                        head_keys(
-                            space.channels, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes, height, width, glue
-                        )
-                    )
+                    keys.update(head_keys(space.channels, hw, ends, ch16, {32: ch8, 16: ch8, 8: ch8}, num_classes,
+                                          height, width, glue, space.decisions))
     return sorted(keys)
 
 
@@ -200,10 +226,9 @@ def network_blocks(arch: Architecture, height: int, width: int, glue: bool = Tru
         ch8[b.ends_at] = finer[8]
         if b.ends_at == 32:
             ch16 = finer[16]
-    hk = head_keys(
-        arch.channels, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height, width, glue
-    )
-    part = {"fusion": "fusion", "head": "head", "upcat": "glue", "upsample": "glue"}
+    hk = head_keys(arch.channels, arch.head_width, [b.ends_at for b in br], ch16, ch8, arch.num_classes, height,
+                   width, glue, (arch.decision,))
+    part = {"fusion": "fusion", "head": "head", **{g: "glue" for g in GLUE}}
     blocks += [Block(k, part.get(k.op, "refine")) for k in hk]
     return blocks
 

@@ -1,6 +1,9 @@
-"""The latency lookup table (LUT): per block key the median latency, its spread and the sample count,
+"""The latency lookup table (LUT): per block key the latency, its spread and the sample count,
 stored as CSV with a JSON metadata sidecar (backend, device, threads, versions, resolution, batch,
 date, timing method, search space).
+
+The ``median_ms`` column holds the table's latency statistic, which the sidecar's ``method`` names: the median of
+the samples for a bare table, the fastest sample at one reference speed for an interleaved one (`latency.build`).
 
 A LUT is only valid for what it was built with: `load(..., expect=...)` refuses another resolution,
 backend or search space, and `check_keys` lists the entries a search space needs but the table lacks.
@@ -8,19 +11,23 @@ backend or search space, and `check_keys` lists the entries a search space needs
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from fasterseg.latency.keys import LatencyKey, network_blocks
+from fasterseg.latency.keys import LatencyKey, boundary_key, network_blocks
 from fasterseg.nets.arch import Architecture
+from fasterseg.nets.counting import count
+from fasterseg.nets.ops import OPS
 from fasterseg.paths import display_path
+from fasterseg.timing import at_reference_speed
 
 COLUMNS = ("op", "h", "w", "c_in", "c_out", "stride", "median_ms", "spread_ms", "count")
 
@@ -66,13 +73,25 @@ class LatencyTable:
         return key.removed or key in self.entries
 
     def __getitem__(self, key: LatencyKey) -> float:
-        """Median latency in ms (0 for a stride-1 skip, which derived networks remove)."""
+        """The block's latency inside a network, ms (0 for a stride-1 skip, which derived networks remove). In an
+        int8 table, less the quantisation boundary on its input (`keys.boundary_key`), which a block timed alone pays
+        and a network does not; times the table's `network_factor`."""
         if key.removed:
             return 0.0
         try:
-            return self.entries[key].median_ms
+            ms = self.entries[key].median_ms
         except KeyError:
             raise MissingEntriesError([key]) from None
+        if key.op == "qdq":
+            return ms
+        boundary = self.entries.get(boundary_key(key))
+        return max(0.0, ms - boundary.median_ms) * self.network_factor if boundary else ms * self.network_factor
+
+    @property
+    def network_factor(self) -> float:
+        """A table's end-to-end correction (`latency.build.fit_network_factor`): measured over predicted latency of
+        random networks timed at build; 1 for tables without one."""
+        return float((self.meta.get("network_factor") or {}).get("factor", 1.0))
 
     def missing(self, keys: Iterable[LatencyKey]) -> list[LatencyKey]:
         return sorted({k for k in keys if k not in self})
@@ -85,6 +104,12 @@ class LatencyTable:
     @property
     def resolution(self) -> tuple[int, int]:
         return tuple(self.meta.get("resolution", (0, 0)))
+
+    @property
+    def reference_ms(self) -> float | None:
+        """The reference conv's time (ms) an interleaved table's entries are expressed at (None: bare times)."""
+        ref = self.meta.get("reference") or {}
+        return float(ref["at_ms"]) if ref.get("interleaved") and "at_ms" in ref else None
 
     def describe(self) -> str:
         m = self.meta
@@ -203,16 +228,46 @@ class LatencyTable:
 
         warnings.warn(f"measuring {len(miss)} entries the table lacks with {desc.get('backend')} on "
                       f"{desc.get('device')} (kept in memory, not written to the table)", stacklevel=3)
+        ref = self.reference_ms if backend.device.type == "cpu" else None
         for k in tqdm(miss, desc="measuring missing latency entries", leave=False):
-            t = backend.time(k.module(), k.input_shape())
+            if ref:  # an interleaved table: at its reference speed, as its own entries are
+                t = at_reference_speed(*backend.time_beside(k.module(), k.input_shape()), ref)
+            else:
+                t = backend.time(k.module(), k.input_shape())
             self.entries[k] = Entry(t.median_ms, t.spread_ms, t.count)
         return miss
 
 
+def latency_vs_macs(table: LatencyTable, ops: Sequence[str] | None = None, stride: int = 1) -> pd.DataFrame:
+    """Per entry of the searched operators (`ops`, default all of the table's) at `stride`: op, the key's fields,
+    its multiply-adds (counted on the block, `nets.counting.count`), its latency inside a network (ms, as
+    `__getitem__`) and the achieved GMAC/s. What a FLOPs-based latency proxy would get wrong."""
+    rows = []
+    for k in sorted(operator_keys(table, ops, stride)):
+        macs = macs_per_pixel(k.op, k.c_in, k.c_out, k.stride) * k.h * k.w
+        ms = table[k]
+        rows.append({**k.__dict__, "macs": macs, "latency_ms": ms, "gmacs_per_s": macs / ms / 1e6 if ms else math.nan})
+    return pd.DataFrame(rows)
+
+
+@functools.lru_cache(maxsize=None)
+def macs_per_pixel(op: str, c_in: int, c_out: int, stride: int) -> float:
+    """Multiply-adds of one operator block per input pixel: counted on an 8x16 input (every operator's maps scale
+    with the input's area, so this times H x W is exact for sizes divisible by 4)."""
+    key = LatencyKey(op, 8, 16, c_in, c_out, stride)
+    return int(count(key.module(), key.input_shape()).loc["total", "macs"]) / 128
+
+
+def operator_keys(table: LatencyTable, ops: Sequence[str] | None, stride: int) -> list[LatencyKey]:
+    """The table's entries of searched operators (`nets.ops.OPS`, or `ops`) at `stride` that a network pays for."""
+    wanted = set(ops) if ops is not None else set(OPS)
+    return [k for k in table.entries if k.op in wanted and k.stride == stride and not k.removed]
+
+
 def summary_lines(table: LatencyTable, archs: list[Architecture] = ()) -> list[str]:
     """A table's description, metadata, per-operator statistics, and the predicted latency of `archs` by part."""
-    lines = [table.describe()] + [f"  {k}: {table.meta[k]}" for k in ("method", "date", "versions", "complete",
-                                                                     "build_seconds") if k in table.meta]
+    shown = ("method", "date", "versions", "complete", "build_seconds", "reference", "network_factor")
+    lines = [table.describe()] + [f"  {k}: {table.meta[k]}" for k in shown if k in table.meta]
     stats = table.to_frame().groupby(["op", "stride"])["median_ms"].describe()
     lines.append(stats[["count", "min", "50%", "max"]].round(4).to_string())
     h, w = table.resolution

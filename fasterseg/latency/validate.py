@@ -1,43 +1,28 @@
 """Validate a latency table: predicted (sum of block entries) against end-to-end measurement of random
 derived networks with the same backend. Reports Spearman rank correlation and mean absolute
-percentage error, each with a 95 % bootstrap interval over the networks."""
+percentage error, each with a 95 % bootstrap interval over the networks, and the load average before and after.
+An interleaved table (its entries at one reference-conv speed) is checked the same way: each network is timed with
+the reference conv beside it and brought to the table's reference speed (`timing.at_reference_speed`); the
+agreement with the raw medians is reported beside."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import ConstantInputWarning, DegenerateDataWarning, bootstrap, spearmanr
-from tqdm.auto import tqdm
 
 from fasterseg.latency import load_for
 from fasterseg.latency.backends import Backend
+from fasterseg.latency.networks import measure_networks, random_architectures
 from fasterseg.latency.table import LatencyTable
-from fasterseg.nets.derive import DeriveRules, derive
+from fasterseg.nets.derive import DeriveRules
 from fasterseg.nets.network import DerivedNet
 from fasterseg.nets.space import SearchSpace
-from fasterseg.nets.supernet import ArchSet
 from fasterseg.paths import write_text
-
-
-def random_architectures(space: SearchSpace, n: int, stem_head_widths, num_classes: int, seed: int = 0,
-                         rules: DeriveRules = DeriveRules()) -> list:
-    """`n` derived networks from random architecture parameters (random temperature, skip bias, branch
-    pair and stem/head widths), so operators, widths and paths vary widely."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        k = i % len(stem_head_widths)
-        a = ArchSet(space, search_widths=True)
-        with torch.no_grad():
-            temp = float(torch.rand((), generator=g)) * 3 + 0.5
-            for p in a.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * temp)
-        ends = (32, 16) if i % 3 else (32, 8)
-        out.append(derive(a, space, *stem_head_widths[k], num_classes, ends=ends, name=f"random{i}", rules=rules))
-    return out
+from fasterseg.timing import REF_MACS
 
 
 MIN_NETWORKS_FOR_CI = 8  # fewer networks give no bootstrap interval worth quoting (most resamples repeat one)
@@ -80,19 +65,21 @@ def validate(table: LatencyTable, backend: Backend, archs: list, progress: bool 
     `compare`: further backends that measure the same networks (columns ``measured_ms_<name>``).
     Returns (per-network frame: predicted_ms, measured_ms, spread_ms, ...; summary dict)."""
     h, w = table.resolution
-    rows = []
-    for arch in tqdm(archs, desc="validating latency table", disable=not progress):
-        net = DerivedNet(arch, aux=False)
-        t = backend.time(net, (1, 3, h, w))
-        row = {"name": arch.name, "predicted_ms": table.predict(arch), "measured_ms": t.median_ms,
-               "spread_ms": t.spread_ms, "cells": sum(len(b.ops) for b in arch.branches),
-               "ends": "+".join(str(b.ends_at) for b in arch.branches)}
+    ref_ms = table.reference_ms if backend.device.type == "cpu" else None
+    load = [os.getloadavg()[0]]
+    rows = measure_networks(table, backend, archs, progress, "validating latency table")
+    for arch, row in zip(archs, rows):
         for other in compare:
-            row[f"measured_ms_{other.name}"] = other.time(net, (1, 3, h, w)).median_ms
-        rows.append(row)
+            row[f"measured_ms_{other.name}"] = other.time(DerivedNet(arch, aux=False), (1, 3, h, w)).median_ms
     df = pd.DataFrame(rows)
+    load.append(os.getloadavg()[0])
     summary = {"networks": len(df), **agreement(df["predicted_ms"], df["measured_ms"]), "table": table.describe(),
-               "backend": backend.describe(), "resolution": [h, w]}
+               "backend": backend.describe(), "resolution": [h, w], "load_average": load,
+               "normalised_to_reference": bool(ref_ms)}
+    if ref_ms:
+        summary["reference_gmacs_per_s"] = {"table": REF_MACS / ref_ms / 1e6,
+                                            "validation": REF_MACS / float(df["reference_ms"].median()) / 1e6}
+        summary["raw"] = agreement(df["predicted_ms"], df["measured_ms_raw"])
     for other in compare:
         col = f"measured_ms_{other.name}"
         summary[f"median_speedup_{other.name}_vs_{backend.name}"] = float((df["measured_ms"] / df[col]).median())
@@ -124,6 +111,13 @@ def summary_lines(summary: dict, threads: int) -> list[str]:
     lines = [f"{summary['networks']} networks, {summary['table']}: Spearman {summary['spearman']:.3f}{rho_ci}, "
              f"MAPE {100 * summary['mape']:.1f} %{mape_ci}, median predicted/measured {ratio:.3f} "
              "(95 % bootstrap intervals over the networks)"]
+    if summary.get("normalised_to_reference"):
+        raw, rate = summary["raw"], summary["reference_gmacs_per_s"]
+        lines.append(f"each network at the table's reference speed, timed beside the reference conv "
+                     f"({rate['validation']:.0f} GMAC/s now, {rate['table']:.0f} in the table); raw medians: Spearman "
+                     f"{raw['spearman']:.3f}, MAPE {100 * raw['mape']:.1f} %")
+    if "load_average" in summary:
+        lines.append("load average {:.2f} before, {:.2f} after".format(*summary["load_average"]))
     lines += [f"{k}: {v:.2f}x (same networks, end to end, {threads} thread(s))" for k, v in summary.items()
               if k.startswith("median_speedup")]
     return lines

@@ -3,6 +3,7 @@ and the review after each epoch (derivation of both branch pairs, the chosen pai
 collapse diagnostics, how many decisions are still undecided)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from fasterseg.nets.arch import Architecture
-from fasterseg.nets.derive import DeriveRules, branch_path, choose_ends, derive, objective
-from fasterseg.nets.ops import PRIMITIVES, ZOOMED
+from fasterseg.nets.derive import DeriveRules, branch_path, choose_decision, choose_ends, derive, objective
+from fasterseg.nets.ops import ZOOMED
 from fasterseg.nets.space import SCALE_INDEX, SCALES
 from fasterseg.nets.supernet import PREDICTIONS, Supernet
 from fasterseg.runs import RunError, load_history
@@ -31,7 +32,7 @@ ARCH_COLUMNS = ["step", "phase", "epoch", "arch_set", "kind", "scale", "layer", 
 EPOCH_COLUMNS = ["phase", "epoch", "step", "arch_set", *[f"miou_{p}" for p in PREDICTIONS], "ends", "latency_ms", "fps",
                  "latency_ms_8+32", "latency_ms_16+32", "objective", "lam", "skip_share", "zoomed_share",
                  "first_down_32", "first_down_16", "first_down_8", "removed_layers", "alpha_entropy", "undecided",
-                 "arch_file"]
+                 "arch_file", "stem", "decision", "decision_scores"]
 LAMBDA_COLUMNS = ["epoch", "step", "arch_set", "old", "new", "fps_8+32", "fps_16+32", "reason"]
 
 
@@ -45,7 +46,7 @@ def arch_rows(net: Supernet, step: int, phase: str, epoch: int) -> list[dict]:
         for s in range(3):
             for r, p in enumerate(probs[f"alpha_{s}"]):
                 rows += [dict(base, kind="alpha", scale=SCALES[s], layer=r + s, choice=op, prob=float(v))
-                         for op, v in zip(PRIMITIVES, p)]
+                         for op, v in zip(sp.ops, p)]
             if s:
                 for r, p in enumerate(probs[f"beta_{s}"]):
                     rows += [dict(base, kind="beta", scale=SCALES[s], layer=r + s + 1, choice=c, prob=float(v))
@@ -54,6 +55,9 @@ def arch_rows(net: Supernet, step: int, phase: str, epoch: int) -> list[dict]:
                 rows += [dict(base, kind="gamma", scale=SCALES[s], layer=r + sp.gamma_offset(s),
                               choice=WIDTH_LABEL.get(round(w, 6), f"{w:.3f}"), prob=float(v))
                          for w, v in zip(a.width_ratios, p)]
+        if "stem" in probs:  # a searched stem: one row per kind (scale 8, layer -1: before the cells)
+            rows += [dict(base, kind="stem", scale=8, layer=-1, choice=k, prob=float(v))
+                     for k, v in zip(sp.stems, probs["stem"])]
     return rows
 
 
@@ -66,13 +70,13 @@ def diagnostics(net: Supernet, i: int, ends: tuple[int, int], rules: DeriveRules
     ops, firsts = [], {}
     for e in ends:
         path, _ = branch_path(betas, SCALE_INDEX[e], sp.layers, rules)
-        ops += [PRIMITIVES[int(a.alpha(s)[l - s].argmax())] for l, s in enumerate(path)]
+        ops += [sp.ops[int(a.alpha(s)[l - s].argmax())] for l, s in enumerate(path)]
         downs = [l for l in range(len(path) - 1) if path[l + 1] > path[l]]
         firsts[e] = downs[0] if downs else None
     ent = []
     for s in range(3):
         p = F.softmax(a.alpha(s).detach().double(), -1)
-        ent.append((-(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(len(PRIMITIVES))))
+        ent.append((-(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(len(sp.ops))))
     kept = sum(len(b.ops) for b in arch.branches)
     margins = [d["p_best"] - d["p_second"] for d in arch.decisions if "p_second" in d]
     return {"skip_share": ops.count("skip") / len(ops), "zoomed_share": sum(o in ZOOMED for o in ops) / len(ops),
@@ -110,10 +114,20 @@ def review_set(net: Supernet, i: int, mious: dict[str, float], cfg, lut, rules: 
     key = {pair: f"{pair[1]}+{pair[0]}" for pair in PAIRS}
     ends = choose_ends({key[p]: (mious[key[p]], lat[p]) for p in PAIRS}, cfg.search.target_ms)
     arch = cands[ends]
+    if len(net.space.decisions) > 1:  # the final up-sampling: priced with the table, scored on the validation split
+        scores = {}
+        for d in net.space.decisions:
+            arch.decision = d
+            scores[d] = (mious.get(f"{key[ends]}@{d}", mious[key[ends]]), lut.predict(arch))
+        arch.decision = choose_decision(scores, cfg.search.target_ms)
+        lat[ends] = scores[arch.decision][1]
+        row["decision"] = arch.decision
+        row["decision_scores"] = json.dumps({d: {"miou": round(m, 5), "latency_ms": round(t, 4)}
+                                             for d, (m, t) in scores.items()})
     row.update({"ends": key[ends], "latency_ms": lat[ends], "fps": 1000 / lat[ends],
                 **{f"latency_ms_{key[p]}": lat[p] for p in PAIRS},
                 "objective": objective(mious[key[ends]], lat[ends], cfg.search.target_ms),
-                **diagnostics(net, i, ends, rules, arch),
+                **diagnostics(net, i, ends, rules, arch), "stem": arch.stem,
                 "arch_file": str(Path("archs") / f"{a.name}_{phase}_epoch{epoch:02d}.json")})
     return SetReview(row, arch, {key[p]: 1000 / lat[p] for p in PAIRS})
 

@@ -32,6 +32,7 @@ from fasterseg.nas.losses import downsample_labels, supernet_weight_loss
 from fasterseg.nas.records import review_set
 from fasterseg.nets.derive import DeriveRules
 from fasterseg.nets.space import SearchSpace
+from fasterseg.nets.network import upsample_logits
 from fasterseg.nets.supernet import PREDICTIONS, Supernet
 from fasterseg.runs import Position, RunError
 from fasterseg.runtime import Runtime, load_scaler, sync_batch_norm
@@ -158,7 +159,9 @@ class Searcher:
         """Validation mIoU of the five predictions per set, at max widths while pretraining (nothing is
         searched yet) and at the argmax widths (searched sets) during the search."""
         self.net.eval()
-        meters = [{p: SegMeter(self.cfg.data.num_classes) for p in PREDICTIONS} for _ in self.net.arch_sets]
+        forms = [d for d in self.space.decisions if d != "bilinear8"]  # the two-branch pairs' other up-samplings
+        names = list(PREDICTIONS) + [f"{p}@{d}" for p in ("8+32", "16+32") for d in forms]
+        meters = [{p: SegMeter(self.cfg.data.num_classes) for p in names} for _ in self.net.arch_sets]
         for k in range(0, len(val), batch):
             xs, ys = zip(*(val[j] for j in range(k, min(k + batch, len(val)))))
             x, y = self.rt.to(torch.stack(xs), torch.stack(ys))
@@ -169,6 +172,9 @@ class Searcher:
                 for p, v in out.items():
                     meters[i][p].update(F.interpolate(v.float(), size=y.shape[-2:], mode="bilinear",
                                                       align_corners=True), y)
+                    if p in ("8+32", "16+32"):
+                        for d in forms:
+                            meters[i][f"{p}@{d}"].update(upsample_logits(v.float(), tuple(y.shape[-2:]), d), y)
         self.net.train()
         return [{p: m.scores().miou for p, m in ms.items()} for ms in meters]
 

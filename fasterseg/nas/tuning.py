@@ -23,7 +23,7 @@ from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
 from fasterseg.nas.records import final_arch
 from fasterseg.nas.run import run_search
 from fasterseg.nets.arch import Architecture
-from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.ops import OPS, PRIMITIVES
 from fasterseg.nets.space import SCALES, SearchSpace
 from fasterseg.nets.supernet import ArchSet
 from fasterseg.runs import load_history
@@ -76,6 +76,10 @@ def arch_set_at(arch_history: pd.DataFrame, space: SearchSpace, arch_set: str = 
                 t = torch.tensor(np.log(np.clip(np.array(probs.tolist()), 1e-12, None)), dtype=p.dtype)
                 if t.shape == p.shape:
                     p.copy_(t)
+        g = df[df["kind"] == "stem"]
+        if a.stem_kinds and not g.empty:  # a searched stem: its kinds' logged probabilities
+            probs = g.set_index("choice")["prob"].reindex(list(a.stem_kinds)).to_numpy(float)
+            a.stem.copy_(torch.tensor(np.log(np.clip(probs, 1e-12, None)), dtype=a.stem.dtype))
     return a
 
 
@@ -109,8 +113,10 @@ def penalty_gradients(a: ArchSet, expected: ExpectedLatency, lam: float, rates: 
 
 
 def histograms(arch: Architecture) -> tuple[pd.Series, pd.Series]:
-    """(operator counts over all kept cells, output-width counts as fractions of 12) of an architecture."""
-    ops = pd.Series([o for b in arch.branches for o in b.ops]).value_counts().reindex(PRIMITIVES, fill_value=0)
+    """(operator counts over all kept cells: the paper's five and any other the network uses, output-width counts
+    as fractions of 12) of an architecture."""
+    used = [o for b in arch.branches for o in b.ops]
+    ops = pd.Series(used).value_counts().reindex([o for o in OPS if o in PRIMITIVES or o in used], fill_value=0)
     counts = pd.Series([round(12 * w) for b in arch.branches for w in b.widths]).value_counts().sort_index()
     widths = pd.Series(counts.to_numpy(), index=[f"{k}/12" for k in counts.index])
     return ops, widths

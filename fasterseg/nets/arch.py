@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from fasterseg.config import WIDTH_RATIOS
-from fasterseg.nets.ops import PRIMITIVES, STEMS
+from fasterseg.config_checks import DECISIONS
+from fasterseg.nets.ops import OPS, STEMS
 from fasterseg.nets.space import SCALES
 from fasterseg.paths import write_text
 
@@ -65,7 +66,9 @@ class Architecture:
     width_ratios: tuple[float, ...] = WIDTH_RATIOS
     source: dict = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)  # margins per decision (derivation report)
-    stem: str = "original"  # the fixed stem's kind (`ops.STEMS`); written to JSON only when not the original
+    stem: str = "original"  # the stem's kind (`ops.STEMS`); written to JSON only when not the original
+    # how the 1/8 logits reach full resolution when deployed (`network.DECISIONS`); written only when not bilinear8
+    decision: str = "bilinear8"
 
 
     # -- JSON ---------------------------------------------------------------------------------
@@ -75,6 +78,8 @@ class Architecture:
         d["width_ratios"] = list(self.width_ratios)
         if self.stem == "original":
             del d["stem"]
+        if self.decision == "bilinear8":
+            del d["decision"]
         return d
 
     def to_json(self) -> str:
@@ -151,9 +156,9 @@ class Architecture:
                     "(one of each per cell)"
                 )
             for i, op in enumerate(b.ops):
-                if op not in PRIMITIVES:
+                if op not in OPS:
                     raise ArchitectureError(
-                        f"{where}, cell {i}: unknown operator {op!r}; known: {', '.join(PRIMITIVES)}"
+                        f"{where}, cell {i}: unknown operator {op!r}; known: {', '.join(OPS)}"
                     )
             for i, s in enumerate(b.path):
                 if s not in SCALES:
@@ -214,7 +219,8 @@ def _document_fields(d: dict) -> dict:
     missing = [k for k in required if k not in d]
     if missing:
         raise ArchitectureError(f"missing field(s): {', '.join(missing)}")
-    unknown = set(d) - set(required) - {"format", "version", "layers", "width_ratios", "source", "decisions", "stem"}
+    unknown = set(d) - set(required) - {"format", "version", "layers", "width_ratios", "source", "decisions", "stem",
+                                        "decision"}
     if unknown:
         raise ArchitectureError(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not isinstance(d["branches"], list):
@@ -236,12 +242,19 @@ def _document_fields(d: dict) -> dict:
                 head_width=_number(d["head_width"], float, "head_width"), branches=branches,
                 layers=None if layers is None else _number(layers, int, "layers"),
                 width_ratios=tuple(_number(w, float, "width_ratios") for w in d.get("width_ratios", WIDTH_RATIOS)),
-                source=d.get("source", {}), decisions=d.get("decisions", []), stem=_stem(d.get("stem", "original")))
+                source=d.get("source", {}), decisions=d.get("decisions", []), stem=_stem(d.get("stem", "original")),
+                decision=_decision(d.get("decision", "bilinear8")))
 
 
 def _stem(v) -> str:
     if v not in STEMS:
         raise ArchitectureError(f"'stem' must be one of {', '.join(STEMS)}, got {json.dumps(v)}")
+    return v
+
+
+def _decision(v) -> str:
+    if v not in DECISIONS:
+        raise ArchitectureError(f"'decision' must be one of {', '.join(DECISIONS)}, got {json.dumps(v)}")
     return v
 
 

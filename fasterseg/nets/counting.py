@@ -7,6 +7,7 @@ reports. Parameters count every learnable tensor.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -83,12 +84,12 @@ def receptive_field(module: nn.Module, c_in: int, size: int = 64) -> int:
     return int(cols.max() - cols.min() + 1) if len(cols) else 0
 
 
-def operator_costs(c: int = 96, h: int = 128, w: int = 256) -> pd.DataFrame:
-    """Each operator at stride 1 and 2 on a (c, h, w) input (default: the teacher's 1/8 scale at
-    1024x2048): parameters, GMACs, and the receptive field of one application (pixels)."""
+def operator_costs(c: int = 96, h: int = 128, w: int = 256, ops: Sequence[str] = PRIMITIVES) -> pd.DataFrame:
+    """Each of `ops` (default: the paper's five) at stride 1 and 2 on a (c, h, w) input (default: the teacher's 1/8
+    scale at 1024x2048): parameters, GMACs, and the receptive field of one application (pixels)."""
     rows = []
     for stride in (1, 2):
-        for name in PRIMITIVES:
+        for name in ops:
             c_out = c * stride
             op = build_op(name, c, c_out, stride)
             params, gmacs = totals(op, (1, c, h, w)) if not getattr(op, "identity", False) else (0.0, 0.0)

@@ -55,6 +55,12 @@ def choose_ends(scores: dict[str, tuple[float, float]] | None, target_ms: float 
     return (32, 8) if o8 > o16 else (32, 16)
 
 
+def choose_decision(scores: dict[str, tuple[float, float]], target_ms: float = 8.3) -> str:
+    """The final up-sampling form with the best `objective`: `scores` is {form: (mIoU, latency ms)} (mIoU of the
+    predictions up-sampled that way, latency of the network with that form)."""
+    return max(scores, key=lambda f: objective(*scores[f], target_ms))
+
+
 def _margin(p: torch.Tensor) -> tuple[int, int, float, float]:
     top = torch.topk(p, min(2, p.numel()))
     best = int(top.indices[0])
@@ -154,6 +160,7 @@ def path_ops(
     widths: list[float],
     ignore_skip: bool = False,
     prune_skips: bool = True,
+    op_names: Sequence[str] = PRIMITIVES,
 ) -> tuple[list[int], list[int], list[float], list[dict]]:
     """Operators along a path, removing skips within limits (docs/method.md, "Derivation").
 
@@ -210,8 +217,8 @@ def path_ops(
             {
                 "kind": "op",
                 "position": len(ops),
-                "choice": PRIMITIVES[op],
-                "runner_up": PRIMITIVES[second if second != op else best],
+                "choice": op_names[op],
+                "runner_up": op_names[second if second != op else best],
                 "p_best": pb,
                 "p_second": ps,
             }
@@ -246,8 +253,8 @@ def derive_branch(
     gammas = [logits[f"gamma_{s}"] for s in range(3)]
     path, rep = branch_path(betas, last, space.layers, rules)
     widths, rep_w = path_widths(gammas, path, width_ratios, space)
-    ops, path_c, widths_c, rep_o = path_ops(alphas, path, widths, ignore_skip=ignore_skip)
-    branch = Branch(SCALES[last], [PRIMITIVES[o] for o in ops], [SCALES[s] for s in path_c], widths_c + [head_width])
+    ops, path_c, widths_c, rep_o = path_ops(alphas, path, widths, ignore_skip=ignore_skip, op_names=space.ops)
+    branch = Branch(SCALES[last], [space.ops[o] for o in ops], [SCALES[s] for s in path_c], widths_c + [head_width])
     report = [dict(r, branch=SCALES[last]) for r in rep + rep_w + rep_o]
     return branch, report
 
@@ -263,9 +270,11 @@ def derive(
     ignore_skip: bool = False,
     rules: DeriveRules = DeriveRules(),
     source: dict | None = None,
+    decision: str = "bilinear8",
 ) -> Architecture:
     """Discrete architecture from an `ArchSet` (or a dict of logits), with two branches `ends`
-    (scales, e.g. (32, 16); see `choose_ends`). The teacher derives with ``ignore_skip=True``."""
+    (scales, e.g. (32, 16); see `choose_ends`). The teacher derives with ``ignore_skip=True``. A searched stem's
+    kind is its logits' argmax; `decision` is the final up-sampling form (chosen by the caller, `choose_decision`)."""
     logits = _as_logits(params)
     n_w = logits["gamma_0"].shape[-1]
     width_ratios = tuple(space.width_ratios) if n_w == len(space.width_ratios) else (max(space.width_ratios),) * n_w
@@ -274,6 +283,13 @@ def derive(
         b, rep = derive_branch(logits, space, SCALE_INDEX[e], width_ratios, head_width, ignore_skip, rules)
         branches.append(b)
         decisions += rep
+    stem = space.stem
+    if space.stems:
+        probs = F.softmax(logits["stem"], -1)
+        best, second, pb, ps = _margin(probs)
+        stem = space.stems[best]
+        decisions.append({"kind": "stem", "choice": stem, "runner_up": space.stems[second], "p_best": pb,
+                          "p_second": ps})
     return Architecture(
         name=name,
         fch=space.fch,
@@ -285,7 +301,8 @@ def derive(
         width_ratios=tuple(space.width_ratios),
         source=source or {"kind": "derived"},
         decisions=decisions,
-        stem=space.stem,
+        stem=stem,
+        decision=decision,
     )
 
 

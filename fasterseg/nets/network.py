@@ -4,17 +4,37 @@ real channel counts), for training, export and latency measurement.
 Structure (docs/method.md, "Head"): stem -> two branches of cells (sharing their first cells where they
 agree) -> each branch refined back to 1/8 (1x1 conv, up x2, concat with the branch's own finer
 features, 3x3 conv) -> concat -> fusion 1x1 conv-BN-ReLU -> head (3x3 conv + 1x1 conv) at 1/8 ->
-bilinear x8. With ``aux=True`` it also returns the auxiliary predictions from the 1/16 and 1/32
-features used as training losses.
+bilinear x8 (in eval mode, the architecture's `decision` form: `upsample_logits`). With ``aux=True`` it also
+returns the auxiliary predictions from the 1/16 and 1/32 features used as training losses.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from fasterseg.config_checks import DECISIONS as DECISION_NAMES
 from fasterseg.nets.arch import Architecture, Branch
 from fasterseg.nets.ops import ConvBNReLU, Head, Stem, build_op, resize
 from fasterseg.nets.space import SCALES
+
+
+DECISIONS = ("bilinear8", "bilinear2_nearest4", "nearest8")
+assert DECISIONS == DECISION_NAMES
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int], decision: str = "bilinear8",
+                    interp: str = "bilinear") -> torch.Tensor:
+    """The 1/8 logits at full resolution `size`: ``bilinear8`` (bilinear x8, the paper's), ``bilinear2_nearest4``
+    (bilinear x2, then nearest x4) or ``nearest8`` (nearest x8, which gives the class map of the 1/8 logits up-sampled
+    by nearest neighbour). `interp` = ``nearest`` makes every step nearest (the original's latency copy)."""
+    if decision == "bilinear8":
+        return resize(logits, size, interp)
+    if decision == "bilinear2_nearest4":
+        h, w = logits.shape[-2:]
+        return resize(resize(logits, (2 * h, 2 * w), interp), size, "nearest")
+    if decision == "nearest8":
+        return resize(logits, size, "nearest")
+    raise ValueError(f"unknown decision form {decision!r}; choose one of {', '.join(DECISIONS)}")
 
 
 def shared_prefix(a: Branch, b: Branch) -> int:
@@ -120,7 +140,8 @@ class DerivedNet(nn.Module):
             else:
                 y = f[8]
             outs.append(y)
-        logits = resize(self.head(self.ffm(torch.cat(outs, 1))), (H, W), self.interp)
+        logits = self.head(self.ffm(torch.cat(outs, 1)))
+        logits = upsample_logits(logits, (H, W), "bilinear8" if self.training else self.arch.decision, self.interp)
         if not aux:
             return logits
         if not self.aux:

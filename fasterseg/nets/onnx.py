@@ -5,7 +5,8 @@ output for latency-table entries). `export_onnx` uses the TorchScript exporter (
 back to the dynamo exporter where TorchScript cannot express an operator (adaptive pooling to sizes that do not
 divide the input, as Fast-SCNN's pyramid pooling). `ort_session` is the one way the kit opens ONNX Runtime: a
 fixed thread count and no spinning, so a PyTorch call in the same process is not slowed down.
-`tensorrt_engine` builds a serialised engine on the GPU it will run on.
+`quantize_int8` makes the int8 form (static QDQ, ONNX Runtime's quantiser). `tensorrt_engine` builds a serialised
+engine on the GPU it will run on.
 
 onnxruntime and tensorrt are imported inside the functions that use them: `import fasterseg` loads neither
 (tensorrt is an optional extra, found on GPU machines only).
@@ -18,6 +19,7 @@ import io
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -114,6 +116,62 @@ def ort_predict(model: str | Path | bytes, images, threads: int = 1):
     """Class maps (N, H, W) of an ONNX segmentation model on float32 images (N, 3, H, W) of its input size."""
     sess = ort_session(model, threads)
     return np.concatenate([sess.run(None, {INPUT: images[i:i + 1]})[0].argmax(1) for i in range(len(images))])
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                  per_channel: bool = True) -> Path:
+    """Static post-training int8 quantisation of an ONNX file with ONNX Runtime (QDQ format, int8 weights per
+    channel, uint8 activations), calibrated on `calibration` inputs (N, C, H, W) float32 (images normalised as the
+    network's input, or a block's input). Returns `out_path`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Inputs(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(calibration):
+                return None
+            self.i += 1
+            return {INPUT: calibration[self.i - 1:self.i].astype(np.float32)}
+
+    out_path = Path(out_path)
+    pre = out_path.with_name(out_path.stem + "_pre.onnx")
+    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+    # the quantiser warns on the root logger for every 1-D weight it cannot quantise per channel (an unfolded
+    # BN's scale, as in DDRNet's DAPPM)
+    with quiet_logger():
+        quantize_static(str(pre), str(out_path), Inputs(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    pre.unlink(missing_ok=True)
+    return out_path
+
+
+def quantized(model: bytes, calibration: np.ndarray) -> bytes:
+    """`quantize_int8` of an ONNX model held in memory (a latency-table block): the int8 QDQ model's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        src.write_bytes(model)
+        return quantize_int8(src, Path(tmp) / "int8.onnx", calibration).read_bytes()
+
+
+def qdq_model(shape: tuple[int, ...], opset: int = 17) -> bytes:
+    """An ONNX model that quantises its float input of `shape` to uint8 and dequantises it again (the boundary an
+    int8 block pays alone and a network pays only at its ends)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("QuantizeLinear", [INPUT, "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], [OUTPUT])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.05]),
+                               helper.make_tensor("zero", TensorProto.UINT8, [], [128])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def tensorrt_available() -> str | None:

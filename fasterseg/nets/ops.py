@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fasterseg.config_checks import STEM_KINDS
+from fasterseg.config_checks import OP_NAMES, STEM_KINDS
 
 PRIMITIVES: tuple[str, ...] = ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x")
 #: names used by the original implementation, same order
@@ -205,18 +205,102 @@ class Skip(Op):
         return F.relu(self.bn(y))
 
 
-#: the operator registry: name -> constructor(c_in, c_out, stride, out_options=None, interp="bilinear")
+class SlimDepthwise(nn.Conv2d):
+    """A depthwise k x k conv holding the widest channel count, run on the input's first channels."""
+
+    def __init__(self, channels: int, k: int = 3, stride: int = 1):
+        super().__init__(channels, channels, k, stride, k // 2, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        c = x.shape[1]
+        if c > self.in_channels:
+            raise ValueError(f"slimmable depthwise conv holds {self.in_channels} channels, asked for {c}")
+        w = self.weight if c == self.in_channels else self.weight[:c]
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, c)
+
+
+class DWBN(nn.Module):
+    """Depthwise k x k conv -> BN (slimmable: one BN per allowed input channel count, `options`)."""
+
+    def __init__(self, channels: int, k: int, stride: int, options: Sequence[int] | None):
+        super().__init__()
+        self.slim = options is not None
+        self.conv = SlimDepthwise(channels, k, stride) if self.slim else nn.Conv2d(
+            channels, channels, k, stride, k // 2, groups=channels, bias=False)
+        self.bn = SlimBatchNorm2d(options) if self.slim else nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class DWSep(Op):
+    """``dwsep``: depthwise 3x3 conv-BN-ReLU (carrying the stride) then pointwise 1x1 conv-BN-ReLU: about
+    (9 + C_out) / (9 C_out) of a 3x3 conv's multiply-adds, the MobileNet block a CPU runs well."""
+
+    name = "dwsep"
+
+    def __init__(self, c_in, c_out, stride=1, out_options=None, interp="bilinear", in_options=None):
+        super().__init__(c_in, c_out, stride, out_options, interp)
+        slim = out_options is not None
+        self.dw = DWBN(c_in, 3, stride, (in_options or [c_in]) if slim else None)
+        self.pw = ConvBN(c_in, c_out, 1, 1, out_options)
+
+    def forward(self, x, c_out=None):
+        return F.relu(self.pw(F.relu(self.dw(x)), c_out))
+
+
+class InvertedResidual(Op):
+    """``ir_e3`` / ``ir_e6``: MobileNetV2's inverted residual with expansion t: 1x1 conv-BN-ReLU to t C_in
+    channels, depthwise 3x3 conv-BN-ReLU (carrying the stride), 1x1 conv-BN to C_out (linear), plus the input where
+    stride 1 and C_in = C_out."""
+
+    expansion = 6
+
+    def __init__(self, c_in, c_out, stride=1, out_options=None, interp="bilinear", in_options=None):
+        super().__init__(c_in, c_out, stride, out_options, interp)
+        t = self.expansion
+        slim = out_options is not None
+        hidden_options = [t * c for c in (in_options or [c_in])] if slim else None
+        self.expand = ConvBN(c_in, t * c_in, 1, 1, hidden_options)
+        self.dw = DWBN(t * c_in, 3, stride, hidden_options)
+        self.project = ConvBN(t * c_in, c_out, 1, 1, out_options)
+
+    def forward(self, x, c_out=None):
+        hidden = self.expansion * x.shape[1]
+        y = F.relu(self.expand(x, hidden) if self.expand.slim else self.expand(x))
+        y = self.project(F.relu(self.dw(y)), c_out)
+        if self.stride == 1 and y.shape[1] == x.shape[1]:
+            y = y + x
+        return y
+
+
+class IRE3(InvertedResidual):
+    name = "ir_e3"
+    expansion = 3
+
+
+class IRE6(InvertedResidual):
+    name = "ir_e6"
+    expansion = 6
+
+
+#: the operator registry: name -> constructor(c_in, c_out, stride, out_options=None, interp="bilinear"); the paper's
+#: five first (`PRIMITIVES`), then the CPU-shaped blocks
 OPS: dict[str, type[Op]] = {"skip": Skip, "conv": Conv, "zoomed_conv": ZoomedConv, "conv_2x": Conv2x,
-                            "zoomed_conv_2x": ZoomedConv2x}
-assert tuple(OPS) == PRIMITIVES
+                            "zoomed_conv_2x": ZoomedConv2x, "dwsep": DWSep, "ir_e3": IRE3, "ir_e6": IRE6}
+assert tuple(OPS)[:5] == PRIMITIVES and tuple(OPS) == OP_NAMES
 
 
 def build_op(name: str, c_in: int, c_out: int, stride: int = 1, out_options: Sequence[int] | None = None,
-             interp: str = "bilinear") -> Op:
-    """Construct operator `name` (one of `PRIMITIVES`)."""
+             interp: str = "bilinear", in_options: Sequence[int] | None = None) -> Op:
+    """Construct operator `name` (one of `OPS`). Slimmable when `out_options` (allowed output channel counts) is
+    given; blocks with a normalisation over their input's channels also need `in_options`."""
     if name not in OPS:
-        raise ValueError(f"unknown operator {name!r}; known: {', '.join(PRIMITIVES)}")
-    return OPS[name](c_in, c_out, stride, out_options, interp)
+        raise ValueError(f"unknown operator {name!r}; known: {', '.join(OPS)}")
+    cls = OPS[name]
+    if issubclass(cls, (DWSep, InvertedResidual)):
+        return cls(c_in, c_out, stride, out_options, interp, in_options)
+    return cls(c_in, c_out, stride, out_options, interp)
 
 
 class ConvBNReLU(nn.Module):
@@ -231,21 +315,23 @@ class ConvBNReLU(nn.Module):
 
 
 # The stem's three stride-2 stages per kind, as latency-table operators: "original" is the paper's (a 3x3
-# conv-BN-ReLU, then two `conv_2x` blocks), "light" keeps one 3x3 conv-BN-ReLU per stage.
-STEMS = {"original": ("conv3x3", "conv_2x", "conv_2x"), "light": ("conv3x3", "conv", "conv")}
+# conv-BN-ReLU, then two `conv_2x` blocks), "light" keeps one 3x3 conv-BN-ReLU per stage, "dwsep" follows the first
+# conv with two depthwise-separable stages.
+STEMS = {"original": ("conv3x3", "conv_2x", "conv_2x"), "light": ("conv3x3", "conv", "conv"),
+         "dwsep": ("conv3x3", "dwsep", "dwsep")}
 assert tuple(STEMS) == STEM_KINDS
 
 
 class Stem(nn.Module):
     """Three stride-2 stages to 1/8, channels 3 -> c1 -> c2 -> c3 (teacher at F=12: 48, 96, 96). `kind`
-    ("original" | "light", `STEMS`): the original's 3x3 conv-BN-ReLU then two `conv_2x` blocks, or three single
-    3x3 conv-BN-ReLU stages."""
+    (`STEMS`): the original's 3x3 conv-BN-ReLU then two `conv_2x` blocks, three single 3x3 conv-BN-ReLU stages
+    ("light"), or a 3x3 conv-BN-ReLU then two depthwise-separable blocks ("dwsep")."""
 
     def __init__(self, c1: int, c2: int, c3: int, kind: str = "original"):
         super().__init__()
         if kind not in STEMS:
             raise ValueError(f"stem {kind!r}: choose one of {', '.join(STEMS)}")
-        block = Conv2x if kind == "original" else Conv
+        block = {"original": Conv2x, "light": Conv, "dwsep": DWSep}[kind]
         self.conv = ConvBNReLU(3, c1, 3, 2)
         self.block1 = block(c1, c2, 2)
         self.block2 = block(c2, c3, 2)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from math import comb
 
 from fasterseg.config import WIDTH_RATIOS, SpaceConfig
-from fasterseg.nets.ops import PRIMITIVES, STEMS
+from fasterseg.nets.ops import OPS, PRIMITIVES, STEMS
 
 SCALES = (8, 16, 32)
 #: scale (8, 16, 32) -> scale index s (0, 1, 2); the one map from scales to indices
@@ -35,18 +35,29 @@ class SearchSpace:
     layers: int = 16
     fch: int = 12
     width_ratios: tuple[float, ...] = WIDTH_RATIOS
-    ops: tuple[str, ...] = field(default=PRIMITIVES)
-    stem: str = "original"  # the fixed stem's kind (`ops.STEMS`)
+    ops: tuple[str, ...] = field(default=PRIMITIVES)  # the operators a cell chooses among, "skip" first
+    stem: str = "original"  # the fixed stem's kind (`ops.STEMS`), when the stem is not searched
+    stems: tuple[str, ...] = ()  # stem kinds searched among (empty: the fixed `stem`)
+    decisions: tuple[str, ...] = ("bilinear8",)  # final up-sampling forms chosen among at derivation
 
     def __post_init__(self):
         if self.layers < 4:
             raise ValueError(f"the search space needs at least 4 layers (got {self.layers})")
-        if self.stem not in STEMS:
-            raise ValueError(f"stem {self.stem!r}: choose one of {', '.join(STEMS)}")
+        for k in (self.stem, *self.stems):
+            if k not in STEMS:
+                raise ValueError(f"stem {k!r}: choose one of {', '.join(STEMS)}")
+        if not self.ops or self.ops[0] != "skip" or any(o not in OPS for o in self.ops):
+            raise ValueError(f"ops {self.ops}: operators of {', '.join(OPS)}, 'skip' first")
 
     @classmethod
     def from_config(cls, cfg: SpaceConfig) -> "SearchSpace":
-        return cls(cfg.layers, cfg.fch, tuple(cfg.width_ratios), stem=cfg.stem)
+        return cls(cfg.layers, cfg.fch, tuple(cfg.width_ratios), tuple(cfg.ops), cfg.stem, tuple(cfg.stems),
+                   tuple(cfg.decisions))
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's space: its five operators, the fixed stem, logits up-sampled bilinearly x8."""
+        return self.ops == PRIMITIVES and not self.stems and self.decisions == ("bilinear8",)
 
     # -- channels ---------------------------------------------------------------------------
     def channels(self, scale: int, width: float = 1.0) -> int:

@@ -48,6 +48,9 @@ class ArchSet(nn.Module):
             setattr(self, f"gamma_{s}", nn.Parameter(1e-3 * torch.ones(space.gamma_shape(s, nw))))
         for s in (1, 2):
             setattr(self, f"beta_{s}", nn.Parameter(1e-3 * torch.ones(space.beta_shape(s))))
+        self.stem_kinds = tuple(space.stems)
+        if self.stem_kinds:  # the stem searched: logits over its kinds
+            self.stem = nn.Parameter(1e-3 * torch.ones(len(self.stem_kinds)))
 
     def alpha(self, s: int) -> nn.Parameter:
         return getattr(self, f"alpha_{s}")
@@ -59,9 +62,11 @@ class ArchSet(nn.Module):
         return getattr(self, f"gamma_{s}")
 
     def by_kind(self) -> dict[str, list[nn.Parameter]]:
-        """{"alpha": [...], "beta": [...], "gamma": [...]}: the decoupled penalty needs them apart."""
-        return {"alpha": [self.alpha(s) for s in range(3)], "beta": [self.beta(1), self.beta(2)],
-                "gamma": [self.gamma(s) for s in range(3)]}
+        """{"alpha": [...], "beta": [...], "gamma": [...]}: the decoupled penalty needs them apart. A searched
+        stem's logits go with beta: like the paths, the stem is a macro-architectural choice, and most of a
+        network's time (priced with alpha's rate, 1/500, its latency would barely count)."""
+        beta = [self.beta(1), self.beta(2)] + ([self.stem] if self.stem_kinds else [])
+        return {"alpha": [self.alpha(s) for s in range(3)], "beta": beta, "gamma": [self.gamma(s) for s in range(3)]}
 
     @torch.no_grad()
     def probabilities(self) -> dict[str, np.ndarray]:
@@ -84,16 +89,34 @@ def gumbel_softmax_hard(logits: torch.Tensor, generator: torch.Generator | None 
 
 
 class MixedOp(nn.Module):
-    """All five operators at one node: the alpha-weighted sum of their outputs."""
+    """All of the space's operators at one node: the alpha-weighted sum of their outputs."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, out_options: Sequence[int]):
+    def __init__(self, c_in: int, c_out: int, stride: int, out_options: Sequence[int],
+                 ops: Sequence[str] = PRIMITIVES, in_options: Sequence[int] | None = None):
         super().__init__()
-        self.ops = nn.ModuleList(build_op(name, c_in, c_out, stride, out_options) for name in PRIMITIVES)
+        self.ops = nn.ModuleList(build_op(name, c_in, c_out, stride, out_options, in_options=in_options)
+                                 for name in ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, c_out: int) -> torch.Tensor:
         out = 0
         for w, op in zip(weights, self.ops):
             out = out + w * op(x, c_out)
+        return out
+
+
+class MixedStem(nn.Module):
+    """The searched stem of one set: every kind of `kinds` (`ops.STEMS`), their outputs weighted by the softmax of
+    the set's stem logits."""
+
+    def __init__(self, kinds: Sequence[str], c1: int, c2: int, c3: int):
+        super().__init__()
+        self.kinds = tuple(kinds)
+        self.stems = nn.ModuleList(Stem(c1, c2, c3, kind=k) for k in kinds)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = 0
+        for w, stem in zip(weights, self.stems):
+            out = out + w * stem(x)
         return out
 
 
@@ -104,8 +127,9 @@ class SupernetCell(nn.Module):
     def __init__(self, space: SearchSpace, s: int, down: bool):
         super().__init__()
         c = space.channels(SCALES[s])
-        self.same = MixedOp(c, c, 1, space.width_options(SCALES[s]))
-        self.down = MixedOp(c, 2 * c, 2, space.width_options(SCALES[s + 1])) if down else None
+        ins = space.width_options(SCALES[s])
+        self.same = MixedOp(c, c, 1, ins, space.ops, ins)
+        self.down = MixedOp(c, 2 * c, 2, space.width_options(SCALES[s + 1]), space.ops, ins) if down else None
 
 
 class SupernetHead(nn.Module):
@@ -161,7 +185,9 @@ class Supernet(nn.Module):
         self.num_classes = num_classes
         self.stem_head_widths = [tuple(map(float, x)) for x in stem_head_widths]
         self.arch_sets = nn.ModuleList(ArchSet(space, sw, nm) for sw, nm in zip(search_widths, names))
-        self.stems = nn.ModuleList(Stem(*space.stem_channels(sw), kind=space.stem) for sw, _ in self.stem_head_widths)
+        self.stems = nn.ModuleList(
+            MixedStem(space.stems, *space.stem_channels(sw)) if space.stems else
+            Stem(*space.stem_channels(sw), kind=space.stem) for sw, _ in self.stem_head_widths)
         self.cells = nn.ModuleList(
             nn.ModuleList(SupernetCell(space, s, space.has_down(l, s)) for s in space.scales_at(l))
             for l in range(space.layers))
@@ -220,7 +246,7 @@ class Supernet(nn.Module):
         L = sp.layers
         head_w = self.stem_head_widths[i][1]
         w = self.sample_widths(i, widths)
-        stem = self.stems[i](x)
+        stem = self.stems[i](x, F.softmax(a.stem, -1)) if sp.stems else self.stems[i](x)
         prev_same: dict[int, torch.Tensor] = {0: stem}
         prev_down: dict[int, torch.Tensor] = {}
         for l in range(L):

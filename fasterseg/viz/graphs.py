@@ -11,12 +11,15 @@ import numpy as np
 
 from fasterseg.nets.arch import Architecture
 from fasterseg.nets.network import shared_prefix
-from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.ops import OPS, PRIMITIVES
 from fasterseg.nets.space import SCALE_INDEX
 
-SHORT = {"skip": "skip", "conv": "conv", "zoomed_conv": "zconv", "conv_2x": "conv×2", "zoomed_conv_2x": "zconv×2"}
+SHORT = {"skip": "skip", "conv": "conv", "zoomed_conv": "zconv", "conv_2x": "conv×2", "zoomed_conv_2x": "zconv×2",
+         "dwsep": "dw-sep", "ir_e3": "IR t=3", "ir_e6": "IR t=6"}
+#: blues: the paper's dense convolutions, oranges: zoomed, greens: the depthwise (CPU-shaped) operators
 OP_COLORS = {"skip": "#bbbbbb", "conv": "#9ecae1", "zoomed_conv": "#fdd0a2", "conv_2x": "#3182bd",
-             "zoomed_conv_2x": "#e6550d"}
+             "zoomed_conv_2x": "#e6550d", "dwsep": "#c7e9c0", "ir_e3": "#74c476", "ir_e6": "#238b45"}
+assert set(SHORT) == set(OP_COLORS) == set(OPS), "every operator needs a short name and a colour"
 BRANCH_COLORS = {32: "#d62728", 16: "#1f77b4", 8: "#2ca02c"}
 DX, DY = 1.25, 1.1  # inches between grid positions
 
@@ -53,7 +56,8 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
     for s in (8, 16, 32):
         g.node(f"row{s}", f"1/{s}", shape="plaintext", style="", pos=_pos(-1.1, s), fontsize="12")
     c_stem = arch.channels(8, arch.stem_width)
-    g.node("stem", f"stem\n{c_stem} ch", pos=_pos(-0.1, 8), fillcolor="#dddddd")
+    kind = "" if arch.stem == "original" else f" ({arch.stem})"
+    g.node("stem", f"stem{kind}\n{c_stem} ch", pos=_pos(-0.1, 8), fillcolor="#dddddd")
     br = arch.branches
     n_shared = shared_prefix(br[0], br[1]) if len(br) == 2 else 0
     offsets = {0: -0.18, 1: 0.18} if len(br) == 2 else {0: 0.0}
@@ -83,7 +87,8 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
             prev = name
         lasts.append((prev, b))
     x_head = max(len(b.ops) for b in br) + 1.3
-    g.node("head", "refine\n+ fusion\n+ head", pos=_pos(x_head, 8), fillcolor="#dddddd", height="0.7")
+    up = "" if arch.decision == "bilinear8" else f"\n→ {arch.decision}"
+    g.node("head", f"refine\n+ fusion\n+ head{up}", pos=_pos(x_head, 8), fillcolor="#dddddd", height="0.7")
     for name, b in lasts:
         g.edge(
             name,
@@ -110,11 +115,13 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
     return g
 
 
-def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supernet") -> graphviz.Digraph:
+def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supernet",
+                   ops: tuple[str, ...] = PRIMITIVES) -> graphviz.Digraph:
     """The supernet's node grid (layers x scales). Node colour: argmax operator (label: its probability);
     edge width: beta's probability of that input (same-scale edges at 1/8 always carry weight 1).
 
-    `probs`: softmax probabilities keyed ``alpha_0 .. beta_2`` (e.g. ``ArchSet.probabilities()``).
+    `probs`: softmax probabilities keyed ``alpha_0 .. beta_2`` (e.g. ``ArchSet.probabilities()``); `ops`: the
+    space's operators, in alpha's order (`SearchSpace.ops`).
     """
     g = graphviz.Digraph(
         engine="neato",
@@ -136,7 +143,7 @@ def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supe
             if si > l:
                 continue
             a = probs[f"alpha_{si}"][l - si]
-            op = PRIMITIVES[int(np.argmax(a))]
+            op = ops[int(np.argmax(a))]
             g.node(
                 f"n{l}_{si}",
                 f"{a.max():.2f}",
@@ -155,7 +162,7 @@ def supernet_graph(probs: dict[str, np.ndarray], layers: int, title: str = "supe
                 b = probs[f"beta_{si}"][l - si - 1]
                 g.edge(f"n{l - 1}_{si - 1}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[0]:.2f}", color="#d62728")
                 g.edge(f"n{l - 1}_{si}", f"n{l}_{si}", penwidth=f"{0.3 + 4 * b[1]:.2f}", color="#444444")
-    legend = "   ".join(f"<font color='{c}'>■</font> {SHORT[o]}" for o, c in OP_COLORS.items())
+    legend = "   ".join(f"<font color='{OP_COLORS[o]}'>■</font> {SHORT[o]}" for o in ops)
     g.node(
         "legend",
         f"<node colour = most likely operator: {legend}<br/>edge width = path probability (red: from down)>",

@@ -5,20 +5,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from fasterseg.nets.ops import PRIMITIVES
+from fasterseg.nets.ops import OPS
 
 
 def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax=None):
-    """Scatter of predicted (sum of LUT entries) against measured end-to-end latency (ms), with y = x."""
+    """Scatter of predicted (sum of LUT entries) against measured end-to-end latency (ms), with y = x. Bars: the
+    inter-quartile spread of the runs, where the measurement is their median; none for an interleaved table's
+    validation, whose measurement is the fastest run at the table's reference speed."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 4.2))
-    ax.errorbar(df["measured_ms"], df["predicted_ms"], xerr=df.get("spread_ms"), fmt="o", ms=4, alpha=0.8,
-                elinewidth=0.6, capsize=0)
+    fastest = "measured_ms_raw" in df
+    ax.errorbar(df["measured_ms"], df["predicted_ms"], xerr=None if fastest else df.get("spread_ms"), fmt="o", ms=4,
+                alpha=0.8, elinewidth=0.6, capsize=0)
     lo = 0.9 * min(df["measured_ms"].min(), df["predicted_ms"].min())
     hi = 1.1 * max(df["measured_ms"].max(), df["predicted_ms"].max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax.set_xlim(lo, hi), ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured end-to-end (ms)")
+    ax.set_xlabel("measured end-to-end (ms" + (", fastest run at the table's reference speed)" if fastest else ")"))
     ax.set_ylabel("predicted: sum of LUT entries (ms)")
     if summary:
         ax.set_title(f"{summary['networks']} random networks: Spearman {summary['spearman']:.2f}, "
@@ -32,7 +35,8 @@ def plot_op_heatmap(table_df: pd.DataFrame, scale_res: dict[str, tuple[int, int]
     """Per operator (columns) and scale (rows): median latency (ms) over C_in (y) x C_out (x).
 
     `table_df`: `LatencyTable.to_frame()`; `scale_res`: {"1/8": (h, w), ...} input sizes to show."""
-    ops = [o for o in PRIMITIVES if not (o == "skip" and stride == 1)]
+    present = set(table_df["op"])
+    ops = [o for o in OPS if o in present and not (o == "skip" and stride == 1)]
     if axes is None:
         _, axes = plt.subplots(len(scale_res), len(ops), figsize=(2.1 * len(ops), 1.9 * len(scale_res)),
                                squeeze=False)
@@ -100,3 +104,29 @@ def plot_backend_scatter(df: pd.DataFrame, other: str, ax=None):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_latency_vs_macs(frames: dict[str, pd.DataFrame], reference_gmacs_per_s: dict[str, float] | None = None,
+                         axes=None):
+    """One panel per table: each operator entry's multiply-adds (x, GMACs, log) against its latency inside a network
+    (y, ms, log), coloured by operator (`latency.table.latency_vs_macs` frames). The dashed line is what the
+    reference conv's rate (GMAC/s, per panel) would predict: points above it run below that rate."""
+    from fasterseg.viz.graphs import OP_COLORS, SHORT
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(frames), figsize=(5.2 * len(frames), 4.2), squeeze=False, sharey=True,
+                               layout="constrained")
+        axes = axes[0]
+    for ax, (title, df) in zip(axes, frames.items()):
+        for op, g in df.groupby("op", sort=False):
+            ax.scatter(g["macs"] / 1e9, g["latency_ms"], s=12, alpha=0.75, color=OP_COLORS.get(op, "k"),
+                       edgecolors="none", label=SHORT.get(op, op))
+        rate = (reference_gmacs_per_s or {}).get(title)
+        if rate:
+            x = np.geomspace(df["macs"].min() / 1e9, df["macs"].max() / 1e9, 50)
+            ax.plot(x, x / rate * 1e3, "k--", lw=1, label=f"reference conv's rate ({rate:.0f} GMAC/s)")
+        ax.set(xscale="log", yscale="log", xlabel="multiply-adds (GMACs)", title=title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("latency inside a network (ms)")
+    return axes

@@ -7,7 +7,6 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import MaxNLocator
 
-from fasterseg.nets.ops import PRIMITIVES
 
 SCALE_NAMES = {8: "1/8", 16: "1/16", 32: "1/32"}
 
@@ -21,15 +20,16 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
     """Heat-maps of alpha: one panel per (scale, operator), x = step, y = layer, colour = probability."""
     df = arch[(arch["arch_set"] == arch_set) & (arch["kind"] == "alpha")]
     scales = sorted(df["scale"].unique())
+    ops = list(dict.fromkeys(df["choice"]))  # the space's operators, in alpha's order
     if axes is None:
-        _, axes = plt.subplots(len(scales), len(PRIMITIVES), figsize=(2.2 * len(PRIMITIVES), 1.9 * len(scales)),
+        _, axes = plt.subplots(len(scales), len(ops), figsize=(2.2 * len(ops), 1.9 * len(scales)),
                                sharex=True, squeeze=False, layout="constrained")
 
-    uniform = 1 / len(PRIMITIVES)
+    uniform = 1 / len(ops)
     dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # colours span the data's deviation from uniform
     norm = TwoSlopeNorm(vcenter=uniform, vmin=uniform - dev, vmax=uniform + dev)
     for r, s in enumerate(scales):
-        for c, op in enumerate(PRIMITIVES):
+        for c, op in enumerate(ops):
             g = df[(df["scale"] == s) & (df["choice"] == op)].pivot_table(index="layer", columns="step", values="prob")
             ax = axes[r, c]
             im = _heat(ax, g, cmap="RdBu_r", norm=norm)
@@ -41,7 +41,7 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
                 ax.set_xlabel("step", fontsize=8)
             ax.tick_params(labelsize=8)
     cb = axes[0, 0].figure.colorbar(im, ax=axes, shrink=0.8)
-    cb.set_label(f"alpha probability ({arch_set}); white = uniform (1/{len(PRIMITIVES)}), range = the data's",
+    cb.set_label(f"alpha probability ({arch_set}); white = uniform (1/{len(ops)}), range = the data's",
                  fontsize=9)
     return axes
 
@@ -95,14 +95,15 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
     df["node"] = df["scale"].map(SCALE_NAMES) + " L" + df["layer"].astype(str)
     steps = sorted(df["step"].unique())
     nodes = list(dict.fromkeys(df.sort_values(["scale", "layer"])["node"]))
+    ops = list(dict.fromkeys(df["choice"]))  # the space's operators, in alpha's order
 
     def z(step):
         g = df[df["step"] == step].pivot_table(index="node", columns="choice", values="prob")
-        return g.reindex(index=nodes, columns=list(PRIMITIVES)).round(4).to_numpy()
+        return g.reindex(index=nodes, columns=ops).round(4).to_numpy()
 
-    uniform = 1 / len(PRIMITIVES)
+    uniform = 1 / len(ops)
     dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # the data's range around uniform, not 0-1
-    frames = [go.Frame(data=[go.Heatmap(z=z(s), x=list(PRIMITIVES), y=nodes, zmin=uniform - dev, zmax=uniform + dev,
+    frames = [go.Frame(data=[go.Heatmap(z=z(s), x=ops, y=nodes, zmin=uniform - dev, zmax=uniform + dev,
                                         zmid=uniform, colorscale="RdBu_r",
                                         colorbar={"title": {"text": "p (white = uniform)"}})],
                        name=str(s)) for s in steps]
@@ -192,7 +193,7 @@ def op_mass(arch: pd.DataFrame, arch_set: str = "student") -> pd.DataFrame:
     skip = df[df["choice"] == "skip"].groupby("step")["prob"].sum() / n_nodes
     zoom = df[df["choice"].isin(["zoomed_conv", "zoomed_conv_2x"])].groupby("step")["prob"].sum() / n_nodes
     p = df["prob"].clip(lower=1e-12)
-    ent = (-(p * np.log(p))).groupby(df["step"]).sum() / n_nodes / np.log(len(PRIMITIVES))
+    ent = (-(p * np.log(p))).groupby(df["step"]).sum() / n_nodes / np.log(df["choice"].nunique())
     return pd.DataFrame({"skip": skip, "zoomed": zoom, "entropy": ent})
 
 

@@ -10,14 +10,16 @@ from matplotlib.ticker import NullFormatter
 
 KIND_STYLE = {"teacher": ("s", "tab:blue"), "searched student": ("o", "tab:orange"),
               "collapse study": ("D", "tab:purple"), "peer": ("^", "tab:green"), "published": ("*", "tab:red"),
-              "searched for this CPU": ("P", "tab:brown")}
+              "searched for this CPU": ("P", "tab:brown"), "searched in the CPU space": ("X", "tab:cyan")}
 
 # short labels for the plots (the points keep their run names, which the tables and the benchmarks use)
 LABELS = {"fast_scnn": "Fast-SCNN", "lraspp_mobilenetv3_large": "LR-ASPP", "bisenetv2": "BiSeNetV2",
           "ddrnet23_slim": "DDRNet-23-slim", "student distilled": "student, KD", "student not_distilled": "student",
           "coarse": "collapse: coarse", "decoupled": "collapse: decoupled", "cpu_student": "CPU student, KD",
           "cpu_student_no_kd": "CPU student", "cpu_student_light_stem": "CPU student, light stem",
-          "published fasterseg_student": "published FasterSeg student"}
+          "published fasterseg_student": "published FasterSeg student",
+          "cpu-space student distilled": "CPU-space student, KD",
+          "cpu-space student not_distilled": "CPU-space student"}
 
 
 def plot_label(name: str) -> str:
