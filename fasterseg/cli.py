@@ -400,9 +400,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: options and positionals by argparse; ``section.field=value`` overrides collected from
     anywhere on the line (argparse cannot place a variable-length positional after another positional)."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    overrides = [e for e in extra if OVERRIDE.match(e)]
-    rest = [e for e in extra if not OVERRIDE.match(e)]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if OVERRIDE.match(a)]  # taken out first, so none is read as a positional
+    args, rest = parser.parse_known_args([a for a in argv if not OVERRIDE.match(a)])
     if rest or (overrides and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
     if hasattr(args, "overrides"):

@@ -84,7 +84,7 @@ class LatencyConfig:
     threads: int = 1
     height: int = 1024  # deployment resolution: latency is evaluated here, not at the search crop
     width: int = 2048
-    penalty: str = "decoupled"  # decoupled | coarse
+    penalty: str = "decoupled"  # decoupled | coarse | scaled (ablation: coarse with each kind's gradient x its rate)
     rates: tuple[float, float, float] = (1 / 500, 497 / 500, 2 / 500)  # r_alpha, r_beta, r_gamma
     ends: tuple[int, int] = (32, 16)  # branch pair whose expected latency is penalised
     validate_networks: int = 30

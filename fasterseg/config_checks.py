@@ -19,6 +19,8 @@ PAPER_OPS = ("skip", "conv", "zoomed_conv", "conv_2x", "zoomed_conv_2x")
 OP_NAMES = PAPER_OPS + ("dwsep", "ir_e3", "ir_e6")
 #: how the 1/8 logits become the full-resolution class map (`fasterseg.nets.network.DECISIONS`)
 DECISIONS = ("bilinear8", "bilinear2_nearest4", "nearest8")
+#: the latency penalty's forms (`fasterseg.latency.expected.LatencyPenalty`); "scaled" is an ablation
+PENALTIES = ("decoupled", "coarse", "scaled")
 LATENCY_BACKENDS = ("torch", "onnxruntime", "onnxruntime_int8", "tensorrt")
 BRANCH_PAIRS = ((32, 16), (32, 8))
 
@@ -98,7 +100,7 @@ def _space(s) -> list[str]:
 
 
 def _latency(c) -> list[str]:
-    p = _one_of(c, "backend", "latency", LATENCY_BACKENDS) + _one_of(c, "penalty", "latency", ("decoupled", "coarse"))
+    p = _one_of(c, "backend", "latency", LATENCY_BACKENDS) + _one_of(c, "penalty", "latency", PENALTIES)
     p += _one_of(c, "calibration", "latency", ("check", "rescale", "warn", "off"))
     p += _at_least(c, "threads", "latency", 1) + _at_least(c, "validate_networks", "latency", 1)
     p += _at_least(c, "factor_networks", "latency", 0)

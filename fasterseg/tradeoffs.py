@@ -96,3 +96,18 @@ def reference_points(root: str | Path = "data/runs", backend: str = "onnxruntime
     df = pd.concat(parts, ignore_index=True)
     df["front"] = pareto_front(df["latency_ms"].to_numpy(), df["miou"].to_numpy())
     return df
+
+
+def crowded(points: pd.DataFrame, span: float = 1.8) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The box (latency range in ms, mIoU range in %) holding the most points within a latency factor `span` and the
+    mIoU range of the accurate ones (within 8 points of the best), padded: where a trade-off plot needs a close-up.
+    None with fewer than four points there."""
+    top = points[points["miou"] >= points["miou"].max() - 8]
+    best = max(((lo, top[(top["latency_ms"] >= lo) & (top["latency_ms"] <= lo * span)]) for lo in top["latency_ms"]),
+               key=lambda t: len(t[1]), default=(0, top.iloc[:0]))
+    inside = best[1]
+    if len(inside) < 4:
+        return None
+    lo_ms, hi_ms = inside["latency_ms"].min() / 1.08, inside["latency_ms"].max() * 1.08
+    err = inside["miou_std"].fillna(0)
+    return (lo_ms, hi_ms), (float((inside["miou"] - err).min()) - 1, float((inside["miou"] + err).max()) + 1)

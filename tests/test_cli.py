@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from fasterseg.cli import main
 
@@ -91,3 +92,21 @@ def test_bench_panel_times_control_moves(tmp_path, capsys):
     assert r["rounds"] == 2 and r["median_ms"] > 0 and r["ratio_to_reference"] > 0
     assert r["sweep"] == "data/runs/sweep-cpu" and res["profile"] == "cpu"
     assert "one control move updates in" in capsys.readouterr().out
+
+
+def test_the_readme_gpu_walkthrough_commands_parse_and_their_configs_are_valid():
+    """Every `$FS ...` line of the README's "Cityscapes on a GPU" walk-through: the CLI accepts it and its config is
+    valid (the data path is a placeholder: nothing runs)."""
+    from fasterseg.cli import parse
+    from fasterseg.config import load_config
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Cityscapes on a GPU"):]
+    block = section[section.index("```bash") + 7:section.index("```", section.index("```bash") + 7)]
+    commands = [c.split("#")[0].strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith("$FS")]
+    assert len(commands) >= 6
+    for c in commands:
+        argv = c.replace("$C", "/path/to/cityscapes").split()[1:]
+        args = parse(argv)
+        if hasattr(args, "profile"):
+            load_config(getattr(args, "config", None), args.profile, getattr(args, "overrides", [])).validate()

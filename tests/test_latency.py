@@ -345,3 +345,24 @@ def test_light_stem_is_priced_consistently_and_kept_out_of_original_tables():
     n_original = sum(p.numel() for p in DerivedNet(original, aux=False).stem.parameters())
     assert n_light < 0.6 * n_original
     assert DerivedNet(arch, aux=False).eval()(torch.randn(1, 3, 64, 128)).shape == (1, 19, 64, 128)
+
+
+def test_the_scaled_penalty_is_the_coarse_term_with_each_gradient_times_its_rate(table):
+    """The ablation of notebook 04: coarse (everything live) but alpha down-weighted as much as decoupling does."""
+    torch.manual_seed(0)
+    a = ArchSet(SPACE, search_widths=True)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.normal_()
+    ex = ExpectedLatency(SPACE, table, *SHW[1], 19)
+    rates = (1 / 500, 497 / 500, 2 / 500)
+    grads, values = {}, {}
+    for mode in ("coarse", "scaled"):
+        a.zero_grad()
+        loss, details = LatencyPenalty(ex, 0.1, mode, rates)(a)
+        loss.backward()
+        values[mode] = details["latency_full_ms"]
+        grads[mode] = {k: torch.cat([p.grad.flatten() for p in ps]) for k, ps in a.by_kind().items()}
+    assert values["scaled"] == pytest.approx(values["coarse"])
+    for kind, r in zip(("alpha", "beta", "gamma"), rates):
+        assert torch.allclose(grads["scaled"][kind], r * grads["coarse"][kind], rtol=1e-5, atol=1e-12)

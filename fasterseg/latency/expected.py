@@ -20,8 +20,8 @@ a stride-1 skip costs 0 because derivation removes it).
 **Penalty** (docs/method.md): decoupled fine-grained
 ``Lat = r_a*Lat(alpha | beta uniform, width max) + r_b*Lat(beta | alpha uniform, width max)
 + r_g*Lat(gamma | alpha uniform, beta uniform)`` with (r_a, r_b, r_g) = (1/500, 497/500, 2/500), each
-term differentiable in one kind of parameter only; or coarse (all three live in one term).
-The loss is ``lambda * Lat``.
+term differentiable in one kind of parameter only; or coarse (all three live in one term); or scaled (the coarse
+term with each kind's gradient multiplied by its rate: an ablation, `LatencyPenalty`). The loss is ``lambda * Lat``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fasterseg.config_checks import PENALTIES
 from fasterseg.latency.keys import UPSAMPLE, LatencyKey, stem_keys
 from fasterseg.latency.table import LatencyTable, MissingEntriesError
 from fasterseg.nets.space import SCALE_INDEX, SCALES, SearchSpace
@@ -212,9 +213,40 @@ class ExpectedLatency:
         return total
 
 
+def _scaled(p: torch.Tensor, r: float) -> torch.Tensor:
+    """`p` with its value unchanged and its gradient multiplied by `r`."""
+    return p * r + (p * (1 - r)).detach()
+
+
+class GradientScaled:
+    """An `ArchSet` seen with each kind's gradient scaled by its rate (values unchanged): what the ``scaled``
+    penalty differentiates."""
+
+    def __init__(self, a: ArchSet, rates: tuple[float, float, float]):
+        self.a, (self.r_a, self.r_b, self.r_g) = a, rates
+        self.search_widths, self.stem_kinds = a.search_widths, a.stem_kinds
+
+    def alpha(self, s: int) -> torch.Tensor:
+        return _scaled(self.a.alpha(s), self.r_a)
+
+    def beta(self, s: int) -> torch.Tensor:
+        return _scaled(self.a.beta(s), self.r_b)
+
+    def gamma(self, s: int) -> torch.Tensor:
+        return _scaled(self.a.gamma(s), self.r_g)
+
+    @property
+    def stem(self) -> torch.Tensor:
+        return _scaled(self.a.stem, self.r_b)  # with beta, as `ArchSet.by_kind`
+
+
 @dataclass
 class LatencyPenalty:
-    """``lambda * Lat`` with ``Lat`` decoupled (default) or coarse; see the module docstring.
+    """``lambda * Lat`` with ``Lat`` decoupled (default), coarse or scaled; see the module docstring.
+
+    ``scaled`` is an ablation: the coarse term (everything live) with each kind's gradient multiplied by its rate,
+    i.e. alpha down-weighted exactly as much as decoupling does, but without decoupling's uniform/max-width
+    context. Comparing it with ``decoupled`` asks whether decoupling is more than down-weighting alpha.
 
     Calling it on an `ArchSet` returns ``(loss, details)``: details holds each term's latency (ms,
     floats), the full expected latency with all parameters live, the weighted latency and lambda.
@@ -222,16 +254,16 @@ class LatencyPenalty:
 
     expected: ExpectedLatency
     lam: float = 1e-2
-    mode: str = "decoupled"  # or "coarse"
+    mode: str = "decoupled"  # or "coarse", or "scaled" (the ablation)
     rates: tuple[float, float, float] = PAPER_RATES
 
     def __post_init__(self):
-        if self.mode not in ("decoupled", "coarse"):
-            raise ValueError(f"penalty mode {self.mode!r}; choose decoupled or coarse")
+        if self.mode not in PENALTIES:
+            raise ValueError(f"penalty mode {self.mode!r}; choose one of {', '.join(PENALTIES)}")
 
     def latency(self, a: ArchSet) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.mode == "coarse":
-            lat = self.expected(a)
+        if self.mode in ("coarse", "scaled"):
+            lat = self.expected(a if self.mode == "coarse" else GradientScaled(a, self.rates))
             return lat, {"latency_full_ms": float(lat.detach())}
         r_a, r_b, r_g = self.rates
         la = self.expected(a, alpha=True, beta=False, gamma=False)

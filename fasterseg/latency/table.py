@@ -250,6 +250,29 @@ def latency_vs_macs(table: LatencyTable, ops: Sequence[str] | None = None, strid
     return pd.DataFrame(rows)
 
 
+def op_cost_ratios(table: LatencyTable, ops: Sequence[str], base: str = "conv") -> pd.DataFrame:
+    """Each operator of `ops` against `base` on the same input (H, W, C_in, C_out, stride 1): its latency inside a
+    network over the base's, and its multiply-adds over the base's. One row per operator and scale (the input's
+    height, as a fraction of the largest in the table) with the median over channel counts: scale, op,
+    latency_ratio, macs_ratio, pairs."""
+    rows = []
+    for k in operator_keys(table, ops, 1):
+        b = LatencyKey(base, k.h, k.w, k.c_in, k.c_out, 1)
+        if b in table.entries and table[b] > 0:
+            rows.append({"h": k.h, "op": k.op, "latency_ratio": table[k] / table[b],
+                         "macs_ratio": macs_per_pixel(k.op, k.c_in, k.c_out, 1) / macs_per_pixel(base, k.c_in,
+                                                                                                 k.c_out, 1)})
+    df = pd.DataFrame(rows)
+    top = int(df["h"].max())
+    df["scale"] = [f"1/{8 * top // h}" for h in df["h"]]
+    out = df.groupby(["scale", "op"], sort=False).agg(latency_ratio=("latency_ratio", "median"),
+                                                      macs_ratio=("macs_ratio", "median"),
+                                                      pairs=("latency_ratio", "size")).reset_index()
+    order = {op: i for i, op in enumerate(ops)}
+    return out.assign(_o=out["op"].map(order), _s=out["scale"].str[2:].astype(int)).sort_values(
+        ["_o", "_s"]).drop(columns=["_o", "_s"]).reset_index(drop=True)
+
+
 @functools.lru_cache(maxsize=None)
 def macs_per_pixel(op: str, c_in: int, c_out: int, stride: int) -> float:
     """Multiply-adds of one operator block per input pixel: counted on an 8x16 input (every operator's maps scale

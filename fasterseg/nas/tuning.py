@@ -7,6 +7,9 @@
 - `penalty_gradients`: the decoupled terms of the latency penalty at given rates and λ, their gradients on
   α, β and γ, and what one architecture step would do to the expected latency.
 - `histograms`: operator and width counts of a derived architecture.
+- `set_sweep`, `band_position`, `panel_state`: what the panel shows for one setting of its controls, for the
+  student or the teacher, either penalty.
+- `live_config`, `live_search`: a short search at the panel's setting (λ, penalty, rates, band).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pandas as pd
 import torch
 
 from fasterseg.config import RunConfig
+from fasterseg.data.prepare import prepare_data
 from fasterseg.latency.expected import ExpectedLatency, LatencyPenalty
 from fasterseg.nas.records import final_arch
 from fasterseg.nas.run import run_search
@@ -56,6 +60,64 @@ def nearest_run(sweep: pd.DataFrame, lam: float, penalty: str) -> pd.Series:
 
 def run_architecture(row: pd.Series) -> Architecture:
     return Architecture.load(Path(row["folder"]) / row["arch_file"])
+
+
+SET_COLUMNS = ["run", "penalty", "lam", "folder", "live", "ends", "latency_ms", "fps", "miou", "removed_layers",
+               "skip_share", "arch_file"]
+
+
+def set_sweep(sweep: pd.DataFrame, arch_set: str) -> pd.DataFrame:
+    """Per run of the sweep, `arch_set`'s final derived network (its last search epoch in the run's history):
+    ends, predicted latency (ms) and FPS, search-time mIoU, skip layers removed, skip share, architecture file;
+    ``live`` marks the short searches started from the panel."""
+    rows = []
+    for _, r in sweep.iterrows():
+        ep = load_history(r["folder"])["epochs"]
+        last = ep[(ep["arch_set"] == arch_set) & (ep["phase"] == "search")].iloc[-1]
+        rows.append({"run": r["run"], "penalty": r["penalty"], "lam": float(r["lam"]), "folder": r["folder"],
+                     "live": bool(r.get("live", False)), "ends": last["ends"], "latency_ms": float(last["latency_ms"]),
+                     "fps": 1000 / float(last["latency_ms"]), "miou": float(last[f"miou_{last['ends']}"]),
+                     "removed_layers": int(last["removed_layers"]), "skip_share": float(last["skip_share"]),
+                     "arch_file": last["arch_file"]})
+    return pd.DataFrame(rows, columns=SET_COLUMNS)
+
+
+def band_position(fps: float, band: tuple[float, float], latency_term: bool = True) -> str:
+    """Where a derived network's FPS sits against the adaptive-λ band, and what adaptive λ would do about it (it
+    halves λ when the network is faster than the band's top, doubles it when slower than its bottom)."""
+    lo, hi = band
+    if not latency_term:
+        return "the teacher has no latency term (λ = 0), so the FPS band does not apply to it"
+    if fps > hi:
+        return f"faster than the band ({lo:.0f}–{hi:.0f} FPS): adaptive λ would halve λ"
+    if fps < lo:
+        return f"slower than the band ({lo:.0f}–{hi:.0f} FPS): adaptive λ would double λ"
+    return f"inside the band ({lo:.0f}–{hi:.0f} FPS): adaptive λ would keep λ"
+
+
+def panel_state(rows: pd.DataFrame, space: SearchSpace, expected: ExpectedLatency | None, lam: float,
+                rates: tuple[float, float, float], band: tuple[float, float], penalty: str,
+                arch_set: str) -> dict:
+    """Everything the tuning panel shows for one setting of its controls, as plain data: the run of `rows`
+    (`set_sweep` of `arch_set`) nearest to `lam` and `penalty`, its derived network with its latency, FPS, mIoU,
+    skip layers removed and histograms, where it sits against the band, and the latency penalty's gradients (the
+    student only: the teacher is searched with λ = 0; per term only under the decoupled penalty, whose rates are
+    the only ones that apply; none without `expected`)."""
+    row = nearest_run(rows, lam, penalty)
+    arch = run_architecture(row)
+    student = arch_set == "student"
+    grads = None
+    if student and expected is not None:
+        a = arch_set_at(load_history(row["folder"])["arch"], space, arch_set, search_widths=True)
+        grads = penalty_gradients(a, expected, lam, rates, penalty)
+        if penalty == "coarse":  # one term, everything live: no per-kind term, and the rates do not apply
+            grads = grads.drop(columns="term_ms")
+    ops, widths = histograms(arch)
+    return {"run": row["run"], "lam": float(row["lam"]), "penalty": penalty, "arch_set": arch_set, "arch": arch,
+            "live": bool(row["live"]), "latency_ms": float(row["latency_ms"]), "fps": float(row["fps"]),
+            "miou": float(row["miou"]), "removed_layers": int(row["removed_layers"]), "ops": ops, "widths": widths,
+            "band": band_position(float(row["fps"]), band, student), "gradients": grads,
+            "rates_apply": penalty == "decoupled" and student}
 
 
 def arch_set_at(arch_history: pd.DataFrame, space: SearchSpace, arch_set: str = "student",
@@ -122,13 +184,35 @@ def histograms(arch: Architecture) -> tuple[pd.Series, pd.Series]:
     return ops, widths
 
 
-def live_search(cfg, lam: float, penalty: str, out: str | Path, on_epoch=None) -> dict:
-    """A search of `cfg` at the student's latency weight `lam` (fixed) and `penalty` into
-    ``<out>/live-<penalty>-lam<lam>``; returns its sweep row (as `studies.run_sweep` writes them)."""
+def live_config(cfg, lam: float, penalty: str, rates: tuple[float, float, float] | None = None,
+                band: tuple[float, float] | None = None):
+    """`cfg` at the panel's setting: the student's latency weight `lam` and `penalty`, the decoupling `rates`, and
+    with a `band` (FPS) adaptive λ on within it, as a real search (without one, λ stays fixed, as the sweep's
+    runs); checked whole."""
     c = copy.deepcopy(cfg)
-    c.latency.penalty, c.search.adapt_lambda = penalty, False
+    c.latency.penalty = penalty
     c.search.lam = tuple([0.0] + [float(lam)] * (c.n_sets - 1))
+    if rates is not None:
+        c.latency.rates = tuple(float(r) for r in rates)
+    c.search.adapt_lambda = band is not None
+    if band is not None:
+        c.search.fps_min = tuple([0.0] + [float(band[0])] * (c.n_sets - 1))
+        c.search.fps_max = tuple([0.0] + [float(band[1])] * (c.n_sets - 1))
+    return c.validate()
+
+
+def live_search(cfg, lam: float, penalty: str, out: str | Path, on_epoch=None, rates=None, band=None,
+                on_message=None) -> dict:
+    """A search of `live_config(cfg, lam, penalty, rates, band)` into ``<out>/live-<penalty>-lam<lam>``; returns
+    its sweep row (as `studies.run_sweep` writes them, with ``live`` set). `on_message(text)` hears the stages
+    (data, then the search); `on_epoch(rows)` each epoch's records."""
+    c = live_config(cfg, lam, penalty, rates, band)
+    say = on_message or (lambda text: None)
     folder = Path(out) / f"live-{penalty}-lam{lam:.3g}"
+    say(f"preparing the {c.profile} data set (generated the first time: about a minute)")
+    prepare_data(c.data, progress=False)
+    say(f"searching: {c.search.pretrain_epochs} pretraining + {c.search.search_epochs} search epochs of "
+        f"{c.search.steps_per_epoch} steps")
     run_search(c, folder, progress=False, on_epoch=on_epoch)
     ep = load_history(folder)["epochs"]
     last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
@@ -136,4 +220,5 @@ def live_search(cfg, lam: float, penalty: str, out: str | Path, on_epoch=None) -
     return {"run": folder.name, "penalty": penalty, "lam": float(lam), "arch_file": last["arch_file"],
             "ends": last["ends"], "latency_ms": last["latency_ms"], "fps": last["fps"],
             "miou": last[f"miou_{last['ends']}"], "skip_share": last["skip_share"],
-            "zoomed_share": last["zoomed_share"], "removed_layers": last["removed_layers"], "folder": str(folder)}
+            "zoomed_share": last["zoomed_share"], "removed_layers": last["removed_layers"], "folder": str(folder),
+            "live": True}

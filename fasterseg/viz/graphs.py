@@ -33,12 +33,15 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
 
     Each cell shows its operator and output channels; shared cells are grey, each branch has its colour.
     """
+    removed = sum(1 for d in arch.decisions if d.get("kind") == "skip_removed")
+    title = (title or arch.name) + (f"  ({removed} skip cell{'s' if removed != 1 else ''} removed by derivation, not "
+                                    "drawn)" if removed else "")
     g = graphviz.Digraph(
         engine="neato",
         graph_attr={
             "splines": "line",
             "outputorder": "edgesfirst",
-            "label": title or arch.name,
+            "label": title,
             "labelloc": "t",
             "fontsize": "14",
         },
@@ -56,8 +59,9 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
     for s in (8, 16, 32):
         g.node(f"row{s}", f"1/{s}", shape="plaintext", style="", pos=_pos(-1.1, s), fontsize="12")
     c_stem = arch.channels(8, arch.stem_width)
-    kind = "" if arch.stem == "original" else f" ({arch.stem})"
-    g.node("stem", f"stem{kind}\n{c_stem} ch", pos=_pos(-0.1, 8), fillcolor="#dddddd")
+    kind = "" if arch.stem == "original" else f"\n({arch.stem})"
+    g.node("stem", f"stem{kind}\n{c_stem} ch", pos=_pos(-0.1, 8), fillcolor="#dddddd",
+           height="0.45" if not kind else "0.62")
     br = arch.branches
     n_shared = shared_prefix(br[0], br[1]) if len(br) == 2 else 0
     offsets = {0: -0.18, 1: 0.18} if len(br) == 2 else {0: 0.0}
@@ -88,7 +92,8 @@ def arch_graph(arch: Architecture, title: str | None = None) -> graphviz.Digraph
         lasts.append((prev, b))
     x_head = max(len(b.ops) for b in br) + 1.3
     up = "" if arch.decision == "bilinear8" else f"\n→ {arch.decision}"
-    g.node("head", f"refine\n+ fusion\n+ head{up}", pos=_pos(x_head, 8), fillcolor="#dddddd", height="0.7")
+    g.node("head", f"refine\n+ fusion\n+ head{up}", pos=_pos(x_head, 8), fillcolor="#dddddd",
+           height="0.7" if not up else "0.85", width="0.9" if not up else "1.15")
     for name, b in lasts:
         g.edge(
             name,

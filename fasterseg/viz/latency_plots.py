@@ -4,6 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from fasterseg.nets.ops import OPS
 
@@ -65,24 +66,34 @@ def plot_op_heatmap(table_df: pd.DataFrame, scale_res: dict[str, tuple[int, int]
     return axes
 
 
-def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: str | None = None):
-    """Stacked bars of predicted latency (ms) per network part. `breakdowns`: {name: `LatencyTable.breakdown`}."""
-    parts = ["stem", "cell", "refine", "glue", "fusion", "head"]
+def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: str | None = None,
+                           measured: dict[str, float] | None = None):
+    """Stacked bars of predicted latency (ms) per network part (a part no network has gets no legend entry).
+    `breakdowns`: {name: `LatencyTable.breakdown`}; `measured`: {name: a measured latency (ms)} marked on its bar."""
+    order = ["stem", "cell", "refine", "glue", "fusion", "head"]
+    colors = dict(zip(order, plt.get_cmap("tab10")(np.arange(len(order)))))
+    sums = {name: bd.groupby("part")["latency_ms"].sum() for name, bd in breakdowns.items()}
+    parts = [p for p in order if any(float(by.get(p, 0.0)) > 0 for by in sums.values())]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 0.8 * len(breakdowns) + 1.2))
-    colors = plt.get_cmap("tab10")(np.arange(len(parts)))
-    for y, (name, bd) in enumerate(breakdowns.items()):
-        by = bd.groupby("part")["latency_ms"].sum()
+    labelled = set()
+    for y, (name, by) in enumerate(sums.items()):
         left = 0.0
-        for p, c in zip(parts, colors):
+        for p in parts:
             v = float(by.get(p, 0.0))
-            ax.barh(y, v, left=left, color=c, label=p if y == 0 else None, edgecolor="white")
+            ax.barh(y, v, left=left, color=colors[p], label=None if p in labelled else p, edgecolor="white")
+            labelled.add(p)
             left += v
         ax.text(left, y, f" {left:.2f} ms ({1000 / left:.0f} FPS)", va="center", fontsize=8)
+        if measured and name in measured:
+            ms = measured[name]
+            ax.plot([ms, ms], [y - 0.42, y + 0.42], color="k", lw=2)
+            ax.annotate(f"measured {ms:.2f} ms", (ms, y + 0.42), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7)
     ax.set_yticks(range(len(breakdowns)), list(breakdowns), fontsize=8)
     ax.set_xlabel("predicted latency (ms): sum of LUT entries")
     ax.set_xlim(0, ax.get_xlim()[1] * 1.3)
-    ax.legend(ncol=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    ax.legend(ncol=len(parts), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -129,4 +140,43 @@ def plot_latency_vs_macs(frames: dict[str, pd.DataFrame], reference_gmacs_per_s:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("latency inside a network (ms)")
+    return axes
+
+
+def plot_op_cost_ratios(frames: dict[str, pd.DataFrame], base: str = "conv", axes=None):
+    """One panel per table (`latency.table.op_cost_ratios` frames): per operator, a bar per scale of its latency
+    over the plain conv's on the same input, and a black tick at its multiply-adds over the conv's (log scale; the
+    dotted line is the conv itself). Where bar and tick part, multiply-adds mispredict latency."""
+    from fasterseg.viz.graphs import SHORT
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.6), squeeze=False, layout="constrained")
+        axes = axes[0]
+    scale_colors = {"1/8": "#6baed6", "1/16": "#3182bd", "1/32": "#08519c"}
+    for ax, (title, df) in zip(axes, frames.items()):
+        ops = list(dict.fromkeys(df["op"]))
+        scales = [s for s in scale_colors if s in set(df["scale"])]
+        width = 0.8 / len(scales)
+        for i, op in enumerate(ops):
+            for j, sc in enumerate(scales):
+                r = df[(df["op"] == op) & (df["scale"] == sc)]
+                if r.empty:
+                    continue
+                x = i - 0.4 + width * (j + 0.5)
+                ax.bar(x, r["latency_ratio"].iloc[0], width * 0.92, color=scale_colors[sc],
+                       label=f"latency, at {sc}" if i == 0 else None)
+                ax.plot([x - width / 2, x + width / 2], [r["macs_ratio"].iloc[0]] * 2, color="k", lw=2.2,
+                        label="multiply-adds" if i == 0 and j == 0 else None)
+        ax.axhline(1, color="k", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".strip("0.")[:1] in ("2", "5")
+                                                   else ""))
+        ax.set_xticks(range(len(ops)), [SHORT.get(o, o) for o in ops], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y", which="both")
+        ax.tick_params(labelsize=8, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].figure.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    axes[0].set_ylabel(f"relative to a plain {base} on the same input", fontsize=8)
     return axes

@@ -47,35 +47,43 @@ def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=Non
 
 
 def plot_beta_gamma_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
-    """Left column: beta's probability of coming from the scale above ("down") per layer over steps, at
-    1/16 and 1/32. Other panels: gamma's expected width ratio (sum of p * width) per layer over steps."""
+    """One row per scale (1/8, 1/16, 1/32). Left: beta's probability of coming from the scale above ("down") per
+    layer over steps (1/8 has a single input: no beta). Right: the change of gamma's expected width ratio
+    (sum of p * width) per layer since the first logged step, each scale on its own colour range."""
     df = arch[arch["arch_set"] == arch_set]
     if axes is None:
-        _, axes = plt.subplots(2, 3, figsize=(11, 4.6), squeeze=False, layout="constrained")
+        _, axes = plt.subplots(3, 2, figsize=(10, 6.6), squeeze=False, layout="constrained")
     b = df[(df["kind"] == "beta") & (df["choice"] == "down")]
     dev = max(1e-4, float((b["prob"] - 0.5).abs().max())) if len(b) else 0.5
-    for ax, s in zip(axes[:, 0], (16, 32)):
-        im = _heat(ax, b[b["scale"] == s].pivot_table(index="layer", columns="step", values="prob"),
-                   cmap="coolwarm", vmin=0.5 - dev, vmax=0.5 + dev)
+    im = None
+    for ax, s in zip(axes[:, 0], (8, 16, 32)):
+        g = b[b["scale"] == s]
+        if g.empty:
+            ax.text(0.5, 0.5, f"{SCALE_NAMES[s]}: one input per node, no beta", ha="center", va="center",
+                    fontsize=9, transform=ax.transAxes)
+            ax.set_xticks([]), ax.set_yticks([])
+            continue
+        im = _heat(ax, g.pivot_table(index="layer", columns="step", values="prob"), cmap="coolwarm",
+                   vmin=0.5 - dev, vmax=0.5 + dev)
         ax.set_title(f"beta p(from down), {SCALE_NAMES[s]}", fontsize=9)
         ax.set_ylabel("layer", fontsize=9)
-    axes[0, 0].figure.colorbar(im, ax=list(axes[:, 0]), shrink=0.8).set_label("p (0.5 = undecided)", fontsize=8)
+    if im is not None:
+        axes[0, 0].figure.colorbar(im, ax=list(axes[1:, 0]), location="bottom", shrink=0.8, aspect=30).set_label(
+            "beta: p(from down) (0.5 = undecided; range = the data's)", fontsize=8)
     gm = df[df["kind"] == "gamma"].copy()
     gm["wp"] = gm["choice"].map(_ratio) * gm["prob"]
     ew = gm.groupby(["scale", "layer", "step"])["wp"].sum().reset_index()
     # change of the expected width since the first logged step: the values barely move, so show the change
     ew["change"] = ew["wp"] - ew.groupby(["scale", "layer"])["wp"].transform("first")
-    dev = max(1e-4, float(ew["change"].abs().max())) if len(ew) else 1.0
-    gamma_axes = [axes[0, 1], axes[0, 2], axes[1, 1]]
-    for ax, s in zip(gamma_axes, (8, 16, 32)):
-        im = _heat(ax, ew[ew["scale"] == s].pivot_table(index="layer", columns="step", values="change"),
-                   cmap="PuOr_r", vmin=-dev, vmax=dev)
-        ax.set_title(f"gamma: width change, {SCALE_NAMES[s]}", fontsize=9)
-    axes[0, 0].figure.colorbar(im, ax=gamma_axes, shrink=0.8).set_label("width ratio change since step 0", fontsize=8)
-    axes[1, 2].axis("off")
+    for ax, s in zip(axes[:, 1], (8, 16, 32)):
+        g = ew[ew["scale"] == s]
+        d = max(1e-4, float(g["change"].abs().max())) if len(g) else 1.0  # each scale its own range
+        im = _heat(ax, g.pivot_table(index="layer", columns="step", values="change"), cmap="PuOr_r", vmin=-d, vmax=d)
+        ax.set_title(f"gamma: change of the expected width ratio, {SCALE_NAMES[s]}", fontsize=9)
+        ax.figure.colorbar(im, ax=ax, shrink=0.9).set_label("Δ width ratio", fontsize=8)
     for ax in axes.flat:
         ax.tick_params(labelsize=8)
-    for ax in (axes[1, 0], axes[1, 1]):
+    for ax in axes[-1]:
         ax.set_xlabel("step", fontsize=9)
     return axes
 
@@ -105,11 +113,15 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
     dev = max(1e-4, float((df["prob"] - uniform).abs().max()))  # the data's range around uniform, not 0-1
     frames = [go.Frame(data=[go.Heatmap(z=z(s), x=ops, y=nodes, zmin=uniform - dev, zmax=uniform + dev,
                                         zmid=uniform, colorscale="RdBu_r",
-                                        colorbar={"title": {"text": "p (white = uniform)"}})],
+                                        colorbar={"title": {"text": "p (white = uniform)"}},
+                                        hovertemplate="node %{y} (scale, layer)<br>operator %{x}<br>"
+                                                      f"p = %{{z:.4f}} at step {s} (uniform: {uniform:.3f})"
+                                                      "<extra></extra>")],
                        name=str(s)) for s in steps]
     fig = go.Figure(data=frames[-1].data, frames=frames)
     fig.update_layout(
-        title=f"alpha of the {arch_set} per node; drag the slider through the search", height=120 + 14 * len(nodes),
+        title=f"alpha of the {arch_set} per node (interactive: drag the slider through the search, hover a cell)",
+        height=120 + 14 * len(nodes),
         sliders=[{"active": len(steps) - 1, "currentvalue": {"prefix": "step "},
                   "steps": [{"label": str(s), "method": "animate",
                              "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
@@ -122,7 +134,8 @@ def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str
     """Two panels over the steps: (top) the expected latency (ms, all parameters live) per step and the derived
     network's predicted latency (ms) per epoch, with the adaptive-λ band `band_fps` (FPS_min, FPS_max) drawn as
     the latency range 1000/FPS_max … 1000/FPS_min ms when given; (bottom) λ per step, and each adaptive change
-    of `changes` (the run's ``lambda.csv``) as a marker at its new value. Returns the two axes."""
+    of `changes` (the run's ``lambda.csv``) as a marker at its new value (▲ doubled, ▼ halved). Returns the two
+    axes."""
     if axes is None:
         _, axes = plt.subplots(2, 1, figsize=(6.4, 4.2), sharex=True, height_ratios=(2.2, 1), layout="constrained")
     ax, ax2 = axes
@@ -139,7 +152,11 @@ def plot_latency_lambda(steps: pd.DataFrame, epochs: pd.DataFrame, arch_set: str
     ax2.step(s["step"], s[f"lam_{arch_set}"], where="post", color="tab:red", lw=1.2, label="λ during the steps")
     if changes is not None and len(changes):
         c = changes[changes["arch_set"] == arch_set]
-        ax2.plot(c["step"], c["new"], "v", color="tab:red", ms=7, label="adaptive change (for the next epoch)")
+        up, down = c[c["new"] > c["old"]], c[c["new"] < c["old"]]
+        if len(up):
+            ax2.plot(up["step"], up["new"], "^", color="tab:red", ms=7, label="λ doubled (for the next epoch)")
+        if len(down):
+            ax2.plot(down["step"], down["new"], "v", color="tab:blue", ms=7, label="λ halved (for the next epoch)")
         ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax2.set_ylabel("λ", fontsize=8)
     ax2.set_xlabel("step", fontsize=8)
@@ -155,7 +172,8 @@ def plot_collapse(runs: dict[str, pd.DataFrame], axes=None):
     validation mIoU of the chosen branch pair. `runs`: {name: epochs frame}. A quantity that is the same
     in every epoch of every run gets no panel; a line under the panels names it and its value. `axes`: one per
     quantity that changes. Returns the axes."""
-    styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s")}
+    styles = {"coarse": dict(color="tab:red", marker="o"), "decoupled": dict(color="tab:blue", marker="s"),
+              "scaled": dict(color="tab:green", marker="^")}
     panels = [("skip_share", "skip share of path positions"), ("zoomed_share", "zoomed-operator share"),
               ("first_down_32", "1/32 branch: first down (layer)"), ("latency_ms", "predicted latency (ms)"),
               ("miou", "val mIoU (%)")]

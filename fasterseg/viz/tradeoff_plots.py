@@ -14,12 +14,13 @@ KIND_STYLE = {"teacher": ("s", "tab:blue"), "searched student": ("o", "tab:orang
 
 # short labels for the plots (the points keep their run names, which the tables and the benchmarks use)
 LABELS = {"fast_scnn": "Fast-SCNN", "lraspp_mobilenetv3_large": "LR-ASPP", "bisenetv2": "BiSeNetV2",
-          "ddrnet23_slim": "DDRNet-23-slim", "student distilled": "student, KD", "student not_distilled": "student",
+          "ddrnet23_slim": "DDRNet-23-slim", "student distilled": "student, KD",
+          "student not_distilled": "student, no KD",
           "coarse": "collapse: coarse", "decoupled": "collapse: decoupled", "cpu_student": "CPU student, KD",
-          "cpu_student_no_kd": "CPU student", "cpu_student_light_stem": "CPU student, light stem",
+          "cpu_student_no_kd": "CPU student, no KD", "cpu_student_light_stem": "CPU student, light stem",
           "published fasterseg_student": "published FasterSeg student",
           "cpu-space student distilled": "CPU-space student, KD",
-          "cpu-space student not_distilled": "CPU-space student"}
+          "cpu-space student not_distilled": "CPU-space student, no KD"}
 
 
 def plot_label(name: str) -> str:
@@ -27,39 +28,68 @@ def plot_label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str = "", ax=None):
+def plot_pareto(points: pd.DataFrame, baseline: float | None = None, title: str = "", ax=None,
+                zoom: tuple[tuple[float, float], tuple[float, float]] | None = None):
     """mIoU (%) against measured latency (ms) with error bars (std over seeds), the Pareto front joined, and
-    the majority-class baseline as a dashed line. Axis ranges follow the data."""
+    the majority-class baseline as a dashed line. Axis ranges follow the data. `zoom` ((ms from, to), (mIoU from,
+    to)): a second panel enlarges that crowded box, where its points are labelled (the box is drawn on the first).
+    Returns the first axes."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 6))
-    for kind, g in points.groupby("kind", sort=False):
-        marker, color = KIND_STYLE.get(kind, ("o", "0.4"))
-        ax.errorbar(g["latency_ms"], g["miou"], yerr=g["miou_std"].fillna(0), fmt=marker, color=color, ms=8,
-                    capsize=3, label=kind)
-    front = points[points["front"]].sort_values("latency_ms")
-    ax.plot(front["latency_ms"], front["miou"], color="0.3", lw=1, ls=":", label="Pareto front")
+        fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(14, 6) if zoom else (9, 6), squeeze=False,
+                                 width_ratios=(1.25, 1) if zoom else None, layout="constrained")
+        ax, zax = axes[0, 0], (axes[0, 1] if zoom else None)
+    else:
+        zax = None
+    inside = np.zeros(len(points), bool)
+    if zoom and zax is not None:
+        (zx0, zx1), (zy0, zy1) = zoom
+        inside = ((points["latency_ms"] >= zx0) & (points["latency_ms"] <= zx1) & (points["miou"] >= zy0)
+                  & (points["miou"] <= zy1)).to_numpy()
+    for a in (ax, zax):
+        if a is None:
+            continue
+        for kind, g in points.groupby("kind", sort=False):
+            marker, color = KIND_STYLE.get(kind, ("o", "0.4"))
+            a.errorbar(g["latency_ms"], g["miou"], yerr=g["miou_std"].fillna(0), fmt=marker, color=color, ms=8,
+                       capsize=3, label=kind if a is ax else None)
+        front = points[points["front"]].sort_values("latency_ms")
+        a.plot(front["latency_ms"], front["miou"], color="0.3", lw=1, ls=":", label="Pareto front" if a is ax else None)
+        a.set_xscale("log")
+        a.xaxis.set_minor_formatter(NullFormatter())
+        a.tick_params(labelsize=8)
     lo, hi = float(points["miou"].min()), float(points["miou"].max())
     if baseline is not None and baseline > lo - 5:
         ax.axhline(baseline, color="0.5", ls="--", lw=1, label=f"majority class ({baseline:.1f} %)")
     else:  # far below every network: named in the title instead of squashing the axis
         ax.set_ylim(lo - 0.08 * (hi - lo) - 1, hi + 0.08 * (hi - lo) + 1)
-    ax.set_xscale("log")
-
     x0, x1 = points["latency_ms"].min() / 1.15, points["latency_ms"].max() * 1.5  # room for the labels
     ax.set_xlim(x0, x1)
     ticks = [t for t in (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 700, 1000, 2000)
              if x0 <= t <= x1]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    label_points(ax, points["latency_ms"].to_numpy(), points["miou"].to_numpy(),
-                 [plot_label(n) for n in points["name"]])
+    outside = ~inside
+    label_points(ax, points["latency_ms"].to_numpy()[outside], points["miou"].to_numpy()[outside],
+                 [plot_label(n) for n, o in zip(points["name"], outside) if o])
     r = points.iloc[0]
-    ax.set_xlabel(f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, fp32", fontsize=9)
+    xlabel = f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, fp32"
+    ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel("mIoU (%), whole validation images", fontsize=9)
-    ax.tick_params(labelsize=8)
     base = f"; majority class {baseline:.1f} %" if baseline is not None else ""
     ax.set_title(title or f"latency-accuracy trade-off (upper left is better{base})", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if zax is not None:
+        (zx0, zx1), (zy0, zy1) = zoom
+        ax.add_patch(plt.Rectangle((zx0, zy0), zx1 - zx0, zy1 - zy0, fill=False, ls="--", lw=0.8, color="0.4"))
+        ax.annotate("enlarged on the right", (zx1, zy1), xytext=(2, 2), textcoords="offset points", fontsize=7,
+                    color="0.4")
+        zax.set_xlim(zx0, zx1), zax.set_ylim(zy0, zy1)
+        zt = [t for t in (40, 50, 60, 70, 80, 90, 100, 120, 150) if zx0 <= t <= zx1]
+        zax.set_xticks(zt, [f"{t:g}" for t in zt])
+        label_points(zax, points["latency_ms"].to_numpy()[inside], points["miou"].to_numpy()[inside],
+                     [plot_label(n) for n, i in zip(points["name"], inside) if i])
+        zax.set_title(f"enlarged: {zx0:.0f}-{zx1:.0f} ms, {zy0:.0f}-{zy1:.0f} % mIoU", fontsize=9)
+        zax.set_xlabel("measured latency (ms, log scale)", fontsize=9)
+        zax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return ax
 
 
@@ -96,6 +126,13 @@ def label_points(ax, x, y, names: list[str], fontsize: float = 8) -> None:
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if abs(dy) > 20 else None)
 
 
+def miou_text(miou: float, std: float, seeds: int) -> str:
+    """"37.4 ± 1.3 % (3 seeds)", or "37.4 % (1 seed)" where one seed gives no spread."""
+    if seeds > 1 and not np.isnan(std):
+        return f"{miou:.1f} ± {std:.1f} % ({int(seeds)} seeds)"
+    return f"{miou:.1f} % ({int(seeds)} seed{'s' if seeds != 1 else ''})"
+
+
 def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     """The same plot as `plot_pareto`, interactive: hover shows name, kind, mIoU ± std, latency, params, GMACs
     and where the numbers come from."""
@@ -121,10 +158,12 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
             x=g["latency_ms"], y=g["miou"], mode="markers", name=kind, text=g["name"],
             marker={"symbol": symbol, "size": 11, "color": to_hex(KIND_STYLE.get(kind, ("", "gray"))[1])},
             error_y={"type": "data", "array": g["miou_std"].fillna(0)},
-            customdata=g[["kind", "miou_std", "seeds", "params_M", "GMACs", "source"]].to_numpy(),
-            hovertemplate="<b>%{text}</b> (%{customdata[0]})<br>mIoU %{y:.1f} ± %{customdata[1]:.1f} % "
-                          "(%{customdata[2]} seeds)<br>latency %{x:.2f} ms<br>%{customdata[3]:.2f} M params, "
-                          "%{customdata[4]:.2f} GMACs<br>%{customdata[5]}<extra></extra>"))
+            customdata=np.column_stack([g["kind"], [miou_text(m, sd, k) for m, sd, k in
+                                                    zip(g["miou"], g["miou_std"], g["seeds"])],
+                                        g["params_M"], g["GMACs"], g["source"]]),
+            hovertemplate="<b>%{text}</b> (%{customdata[0]})<br>mIoU %{customdata[1]}<br>latency %{x:.2f} ms<br>"
+                          "%{customdata[2]:.2f} M params, %{customdata[3]:.2f} GMACs<br>%{customdata[4]}"
+                          "<extra></extra>"))
     front = points[points["front"]].sort_values("latency_ms")
     fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["miou"], mode="lines", name="Pareto front",
                              line={"dash": "dot", "color": "gray"}, hoverinfo="skip"))
@@ -144,5 +183,6 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     fig.update_layout(xaxis_title=f"measured latency (ms, log scale), {r['backend']}, {r['resolution']}, batch 1, "
                                   "fp32", yaxis_title="mIoU (%)", width=width, height=height, margin=margin,
                       template="plotly_white", legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-                      title={"text": f"latency-accuracy trade-off (hover a point{base})", "y": 0.97})
+                      title={"text": f"latency-accuracy trade-off (interactive: hover a point, drag to zoom{base})",
+                             "y": 0.97})
     return fig
