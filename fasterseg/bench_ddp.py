@@ -30,7 +30,8 @@ import torch.multiprocessing as mp
 from fasterseg.config import apply_overrides, profile
 from fasterseg.latency import load_for
 from fasterseg.nas.searcher import Searcher
-from fasterseg.nets.build import build_model, kaiming_init, model_spec
+from fasterseg.nets.build import build_model, model_spec
+from fasterseg.nets.ops import kaiming_init
 from fasterseg.runtime import Runtime
 from fasterseg.timing import REF_MACS, environment, reference_conv
 from fasterseg.training.trainer import Trainer

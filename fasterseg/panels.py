@@ -95,7 +95,7 @@ class TuningPanel:
         else:
             note = ("<i>Decoupled penalty: term_ms is each kind's term before its rate (the others uniform, widths "
                     "at their maximum).</i>")
-        return note + g.map("{:.3g}".format).to_html()
+        return note + g.rename_axis(None).map("{:.3g}".format).to_html()
 
     # -- widgets ---------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -153,6 +153,7 @@ class TuningPanel:
         self.band_label.value = f"<small>{lo:.0f}–{hi:.0f} FPS (log scale)</small>"
         for name in ("r_alpha", "r_beta", "r_gamma"):
             self.w[name].disabled = not s["rates_apply"]
+        self.w["fps_band"].disabled = s["arch_set"] != "student"  # the teacher has no latency term
         self.info.value = self.readout(s)
         self.grad_table.value = self.gradient_html(s)
         self.graph.value, self.plots.value = self.pictures(s)

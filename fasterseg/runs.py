@@ -486,6 +486,20 @@ def drive(run: RunDir, loop: Callable[["StopFlag"], str], save: Callable[[], Pat
     return outcome
 
 
+def resume_and_drive(job, run: RunDir, resume: bool, main: bool, loop: Callable[["StopFlag"], str],
+                     step: Callable[[], int], max_steps: int | None, error: type[RunError], say: Callable[[str], None],
+                     tensorboard: bool, finish: Callable[[], None] = lambda: None) -> str:
+    """The common course of a search or a training run (`job`: its `resume`, `start_tracking`, `save` and
+    `total_steps`): continue from the newest good checkpoint when `resume` and one exists (the main process says
+    from where), start the run's tracking, then `drive` its `loop`. Returns how it ended."""
+    if resume and any(run.checkpoints.paths()):
+        msg = job.resume()
+        if main:
+            say(msg)
+    job.start_tracking(tensorboard)
+    return drive(run, loop, job.save, step, job.total_steps(), max_steps, error, say, finish=finish)
+
+
 def check_same_config(path: Path, kind: str, cfg, sections: tuple[str, ...]) -> None:
     """Refuse (`RunError`, naming the differing fields) a config that differs from the one the run in
     `path` was started with, on `sections` except ``runtime``."""
@@ -536,6 +550,17 @@ def run_status(path: str | Path) -> str:
     if info is None:
         return "new"
     return "done" if info.get("status") == "done" else "partial"
+
+
+def continuing(path: str | Path) -> dict[str, bool]:
+    """How a study carries on with a run folder it started before: ``{"resume": True}`` when a usable
+    checkpoint is there, ``{"restart": True}`` when the run left records but died before its first usable
+    checkpoint (at most part of one epoch is lost), ``{}`` for a new or finished run."""
+    path = Path(path)
+    if run_status(path) != "partial":
+        return {}
+    ckpts = Checkpoints(path / "checkpoints", f"fasterseg-{read_info(path)['kind']}-checkpoint")
+    return {"resume": True} if any(ckpts.usable(p) for p in ckpts.paths()) else {"restart": True}
 
 
 # -- readers ---------------------------------------------------------------------------------------------

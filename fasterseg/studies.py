@@ -18,7 +18,7 @@ from fasterseg.nas.run import run_search
 from fasterseg.nas.searcher import SEARCH_SECTIONS
 from fasterseg.nets.footprint import check_run
 from fasterseg.nets.peers import PEERS
-from fasterseg.runs import load_history, run_status
+from fasterseg.runs import continuing, load_history, run_status
 from fasterseg.training.trainer import run_train
 
 COMPARE_COLUMNS = ["miou", "latency_ms", "fps", "skip_share", "zoomed_share", "first_down_32", "first_down_16",
@@ -96,9 +96,8 @@ def train_variants(cfg: RunConfig, variants: dict[str, dict], seeds: tuple[int, 
             c = copy.deepcopy(cfg)
             c.train.seed = seed
             run = out / f"{name}-seed{seed}"
-            status = run_status(run)
-            if status != "done":
-                run_train(c, v["model"], run, resume=status == "partial", teacher=v.get("teacher"), progress=progress)
+            if run_status(run) != "done":
+                run_train(c, v["model"], run, teacher=v.get("teacher"), progress=progress, **continuing(run))
             f = run / "eval" / "metrics.json"
             m = json.loads(f.read_text()) if f.exists() else evaluate_run(c, run, progress=progress)
             hist = load_history(run)["epochs"]
@@ -186,9 +185,8 @@ def run_sweep(cfg: RunConfig, out: str | Path, lams: tuple[float, ...] = (0.01, 
     out = Path(out)
     rows = []
     for name, c in sweep_configs(cfg, lams, modes).items():
-        status = run_status(out / name)
-        if status != "done":
-            run_search(c, out / name, resume=status == "partial", progress=progress)
+        if run_status(out / name) != "done":
+            run_search(c, out / name, progress=progress, **continuing(out / name))
         ep = load_history(out / name)["epochs"]
         last = ep[(ep["arch_set"] == "student") & (ep["phase"] == "search")].iloc[-1]
         rows.append({"run": name, "penalty": c.latency.penalty, "lam": c.search.lam[-1], "arch_file": last["arch_file"],

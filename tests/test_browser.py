@@ -91,6 +91,7 @@ def test_latency_slider_in_a_real_browser(lab, tmp_path):
         readout = page.locator(".widget-html-content", has_text="predicted by").first  # the panel's readout
         readout.wait_for(timeout=60000)
         time.sleep(2)
+        readout.scroll_into_view_if_needed()
         before_text = readout.inner_text()
         before_img = page.locator(".jupyter-widgets img, .widget-image").first.get_attribute("src")
         page.screenshot(path=str(tmp_path / "before.png"))
@@ -142,7 +143,7 @@ def panel_response_times(page, tmp_path) -> list[tuple[str, float]]:
                     raise AssertionError(f"the panel did not update after clicking {label!r} (screenshot kept)")
                 time.sleep(0.02)
             times.append((label, time.perf_counter() - t0))
-            page.screenshot(path=str(tmp_path / f"mode-{attempt}-{label}.png"))
+            page.screenshot(path=str(tmp_path / f"pass{attempt}-after-clicking-{label}.png"))
         if max(t for _, t in times) <= 1.0:
             break
     return times

@@ -197,8 +197,30 @@ def test_penalty_modes(table):
     a.zero_grad()
     loss, d = LatencyPenalty(E, lam=1.0, mode="coarse")(a)
     assert loss.item() == pytest.approx(d["latency_full_ms"], rel=1e-6)
-    with pytest.raises(ValueError, match="decoupled or coarse"):
+    with pytest.raises(ValueError, match="choose one of decoupled, coarse, scaled"):
         LatencyPenalty(E, mode="fine")
+
+
+def test_scaled_penalty_is_coarse_with_each_gradient_times_its_rate(table):
+    """The ablation: the value of the coarse term, each kind's gradient multiplied by its rate."""
+    E = ExpectedLatency(SPACE, table, 8 / 12, 8 / 12, 19)
+    rates = (0.002, 0.994, 0.004)
+    grads = {}
+    for mode in ("coarse", "scaled"):
+        a = ArchSet(SPACE, True)
+        loss, _ = LatencyPenalty(E, lam=1.0, mode=mode, rates=rates)(a)
+        loss.backward()
+        grads[mode] = (loss.item(), {n: p.grad.clone() for n, p in a.named_parameters()})
+    assert grads["scaled"][0] == pytest.approx(grads["coarse"][0], rel=1e-6)
+    coarse, scaled = grads["coarse"][1], grads["scaled"][1]
+    kinds = {"alpha": rates[0], "beta": rates[1], "gamma": rates[2], "stem": rates[1]}  # the stem goes with beta
+    seen = set()
+    for name, g in coarse.items():
+        kind = name.split("_")[0]
+        assert g.abs().sum() > 0
+        seen.add(kind)
+        torch.testing.assert_close(scaled[name], g * kinds[kind], rtol=1e-5, atol=1e-9)
+    assert seen >= {"alpha", "beta", "gamma"}  # and "stem" in a space with searched stems
 
 
 def test_narrower_widths_predict_less(table):

@@ -275,6 +275,26 @@ def test_exploding_or_nan_loss_stops_and_keeps_the_last_checkpoint(data_root, ti
     assert read_info(tmp_path / "boom")["status"] == "failed"
 
 
+def test_a_study_starts_over_a_run_that_died_before_its_first_checkpoint(data_root, tiny_arch, tmp_path,
+                                                                          monkeypatch):
+    import fasterseg.training.trainer as train
+    from fasterseg.runs import continuing
+    from fasterseg.studies import train_variants
+
+    real = train.segmentation_loss
+    monkeypatch.setattr(train, "segmentation_loss", lambda o, y, tc: (real(o, y, tc)[0] * float("nan"), {}))
+    run = tmp_path / "study" / "student-seed0"
+    with pytest.raises(TrainError, match="became nan"):
+        train_variants(train_cfg(data_root), {"student": {"model": tiny_arch, "teacher": None}}, (0,),
+                       tmp_path / "study", progress=False)
+    assert read_info(run)["status"] == "failed" and continuing(run) == {"restart": True}
+    monkeypatch.setattr(train, "segmentation_loss", real)
+    df = train_variants(train_cfg(data_root), {"student": {"model": tiny_arch, "teacher": None}}, (0,),
+                        tmp_path / "study", progress=False)
+    assert read_info(run)["status"] == "done" and continuing(run) == {}
+    assert list(load_history(run)["steps"]["step"]) == list(range(1, 7)) and len(df) == 1
+
+
 def test_a_search_folder_is_not_a_training_folder(data_root, tiny_arch, tmp_path):
     from fasterseg.runs import RunDir
 

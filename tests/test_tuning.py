@@ -112,5 +112,6 @@ def test_panel_initial_state_and_moves_in_every_mode(sweep):
     assert panel.w["r_alpha"].disabled and "do not apply" in panel.grad_table.value
     panel.w["arch_set"].value = "teacher"
     assert "every cell kept" in panel.info.value and "without a latency term" in panel.grad_table.value
+    assert panel.w["fps_band"].disabled and panel.w["r_alpha"].disabled
     lo, hi = panel.band()
     assert f"{lo:.0f}–{hi:.0f} FPS" in panel.band_label.value

@@ -26,7 +26,8 @@ from fasterseg.nas.records import ARCH_COLUMNS, EPOCH_COLUMNS, LAMBDA_COLUMNS, a
 from fasterseg.nas.searcher import PHASES, SEARCH_SECTIONS, Searcher, SearchError
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable, file_digest, resolve
-from fasterseg.runs import Position, RunDir, RunLoop, StopFlag, already_done, check_same_config, drive
+from fasterseg.runs import (Position, RunDir, RunLoop, StopFlag, already_done, check_same_config,
+                            resume_and_drive)
 from fasterseg.runtime import Runtime
 
 
@@ -190,13 +191,8 @@ def run_search(cfg: RunConfig, out: str | Path, resume: bool = False, progress: 
         run = RunDir.attach(out, "search")
     try:
         sr = SearchRun(cfg, run, lut, runtime, data, progress, on_epoch)
-        if resume and not restart and any(run.checkpoints.paths()):
-            msg = sr.resume()
-            if runtime.main:
-                say(msg)
-        sr.start_tracking(cfg.runtime.tensorboard)
-        drive(run, lambda stop: sr.run_phases(max_steps, stop), sr.save, lambda: sr.s.pos.step, sr.total_steps(),
-              max_steps, SearchError, say)
+        resume_and_drive(sr, run, resume and not restart, runtime.main, lambda stop: sr.run_phases(max_steps, stop),
+                         lambda: sr.s.pos.step, max_steps, SearchError, say, cfg.runtime.tensorboard)
     finally:
         if "sr" in locals():
             sr.tracker.close()

@@ -27,7 +27,7 @@ from fasterseg.data.transforms import MEAN, STD, normalize
 from fasterseg.nets import published
 from fasterseg.nets.arch import Architecture
 from fasterseg.nets.network import DerivedNet
-from fasterseg.nets.ops import ConvBN, Skip
+from fasterseg.nets.ops import ConvBN, Skip, kaiming_init
 from fasterseg.nets.peers import PEERS
 from fasterseg.runs import RunError
 
@@ -60,18 +60,6 @@ def build_model(spec: dict, num_classes: int | None = None, aux: bool = True) ->
     if spec["kind"] == "peer":
         return PEERS[spec["name"]](num_classes, aux=aux)
     return DerivedNet(Architecture.from_dict(spec["arch"]), aux=aux)
-
-
-def kaiming_init(model: nn.Module) -> None:
-    """The original's initialisation: Kaiming normal (fan-in, ReLU) convolutions, BN weight 1, bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 # -- a run's network ------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fasterseg.nets.ops import kaiming_init
+
 Act = Callable[[], nn.Module]
 
 
@@ -129,14 +131,7 @@ class PeerNet(nn.Module):
         self.aux = aux
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self, "fan_out")
 
     def forward(self, x: torch.Tensor, aux: bool = False):
         if aux and not self.aux:

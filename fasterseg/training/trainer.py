@@ -46,7 +46,7 @@ from fasterseg.nets.build import build_model, kaiming_init, load_state, model_sp
 from fasterseg.nets.footprint import check_run
 from fasterseg.paths import check_writable, display_path, file_digest
 from fasterseg.runs import (Position, RunDir, RunError, RunLock, RunLoop, StopFlag, already_done, atomic_write,
-                            check_same_config, drive, read_info)
+                            check_same_config, read_info, resume_and_drive)
 from fasterseg.runtime import Runtime, load_scaler, sync_batch_norm
 from fasterseg.training.distill import Teacher, kd_loss
 
@@ -319,13 +319,9 @@ def run_train(cfg: RunConfig, model: str | Path | dict, out: str | Path, resume:
         run = RunDir.attach(out, "train")
     try:
         tr = TrainRun(cfg, run, Trainer(cfg, net, runtime, teach), progress, on_step, on_epoch)
-        if resume and not restart and any(run.checkpoints.paths()):
-            msg = tr.resume()
-            if runtime.main:
-                say(msg)
-        tr.start_tracking(cfg.runtime.tensorboard)
-        drive(run, lambda stop: tr.loop(max_steps, stop), tr.save, lambda: tr.t.pos.step, tr.total_steps(),
-              max_steps, TrainError, say, finish=tr.write_weights)
+        resume_and_drive(tr, run, resume and not restart, runtime.main, lambda stop: tr.loop(max_steps, stop),
+                         lambda: tr.t.pos.step, max_steps, TrainError, say, cfg.runtime.tensorboard,
+                         finish=tr.write_weights)
     finally:
         if "tr" in locals():
             tr.tracker.close()

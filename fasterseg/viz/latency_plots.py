@@ -1,4 +1,5 @@
-"""Latency plots: predicted vs measured, per-operator heat-maps, backends compared."""
+"""Latency plots: predicted vs measured, operators against a plain conv and against their multiply-adds, latency by
+part, backends compared."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from fasterseg.nets.ops import OPS
+from fasterseg.viz.graphs import OP_COLORS, SHORT
 
 
 def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax=None):
@@ -32,40 +33,6 @@ def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax
     return ax
 
 
-def plot_op_heatmap(table_df: pd.DataFrame, scale_res: dict[str, tuple[int, int]], stride: int = 1, axes=None):
-    """Per operator (columns) and scale (rows): median latency (ms) over C_in (y) x C_out (x).
-
-    `table_df`: `LatencyTable.to_frame()`; `scale_res`: {"1/8": (h, w), ...} input sizes to show."""
-    present = set(table_df["op"])
-    ops = [o for o in OPS if o in present and not (o == "skip" and stride == 1)]
-    if axes is None:
-        _, axes = plt.subplots(len(scale_res), len(ops), figsize=(2.1 * len(ops), 1.9 * len(scale_res)),
-                               squeeze=False)
-    vmax = 0
-    grids = {}
-    for r, (label, (h, w)) in enumerate(scale_res.items()):
-        for c, op in enumerate(ops):
-            sub = table_df[(table_df.op == op) & (table_df.h == h) & (table_df.w == w) & (table_df.stride == stride)]
-            g = sub.pivot_table(index="c_in", columns="c_out", values="median_ms")
-            grids[(r, c)] = g
-            vmax = max(vmax, np.nanmax(g.to_numpy()) if g.size else 0)
-    for (r, c), g in grids.items():
-        ax = axes[r, c]
-        if g.size:
-            im = ax.imshow(g.to_numpy(), origin="lower", cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
-            ax.set_xticks(range(g.shape[1]), g.columns, fontsize=6, rotation=90)
-            ax.set_yticks(range(g.shape[0]), g.index, fontsize=6)
-        if r == 0:
-            ax.set_title(ops[c], fontsize=8)
-        if c == 0:
-            ax.set_ylabel(f"{list(scale_res)[r]}\nC_in", fontsize=8)
-        if r == len(scale_res) - 1:
-            ax.set_xlabel("C_out", fontsize=7)
-    fig = axes[0, 0].figure
-    fig.colorbar(im, ax=axes, shrink=0.8, label=f"latency (ms), stride {stride}")
-    return axes
-
-
 def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: str | None = None,
                            measured: dict[str, float] | None = None):
     """Stacked bars of predicted latency (ms) per network part (a part no network has gets no legend entry).
@@ -84,12 +51,14 @@ def plot_latency_breakdown(breakdowns: dict[str, pd.DataFrame], ax=None, title: 
             ax.barh(y, v, left=left, color=colors[p], label=None if p in labelled else p, edgecolor="white")
             labelled.add(p)
             left += v
-        ax.text(left, y, f" {left:.2f} ms ({1000 / left:.0f} FPS)", va="center", fontsize=8)
+        end = left
         if measured and name in measured:
             ms = measured[name]
             ax.plot([ms, ms], [y - 0.42, y + 0.42], color="k", lw=2)
             ax.annotate(f"measured {ms:.2f} ms", (ms, y + 0.42), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7)
+            end = max(left, ms)  # the total's label starts right of the mark, never under it
+        ax.text(end, y, f" {left:.2f} ms ({1000 / left:.0f} FPS)", va="center", fontsize=8)
     ax.set_yticks(range(len(breakdowns)), list(breakdowns), fontsize=8)
     ax.set_xlabel("predicted latency (ms): sum of LUT entries")
     ax.set_xlim(0, ax.get_xlim()[1] * 1.3)
@@ -122,8 +91,6 @@ def plot_latency_vs_macs(frames: dict[str, pd.DataFrame], reference_gmacs_per_s:
     """One panel per table: each operator entry's multiply-adds (x, GMACs, log) against its latency inside a network
     (y, ms, log), coloured by operator (`latency.table.latency_vs_macs` frames). The dashed line is what the
     reference conv's rate (GMAC/s, per panel) would predict: points above it run below that rate."""
-    from fasterseg.viz.graphs import OP_COLORS, SHORT
-
     if axes is None:
         _, axes = plt.subplots(1, len(frames), figsize=(5.2 * len(frames), 4.2), squeeze=False, sharey=True,
                                layout="constrained")
@@ -147,8 +114,6 @@ def plot_op_cost_ratios(frames: dict[str, pd.DataFrame], base: str = "conv", axe
     """One panel per table (`latency.table.op_cost_ratios` frames): per operator, a bar per scale of its latency
     over the plain conv's on the same input, and a black tick at its multiply-adds over the conv's (log scale; the
     dotted line is the conv itself). Where bar and tick part, multiply-adds mispredict latency."""
-    from fasterseg.viz.graphs import SHORT
-
     if axes is None:
         _, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.6), squeeze=False, layout="constrained")
         axes = axes[0]
@@ -176,6 +141,9 @@ def plot_op_cost_ratios(frames: dict[str, pd.DataFrame], base: str = "conv", axe
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y", which="both")
         ax.tick_params(labelsize=8, which="both")
+    values = pd.concat([df[["latency_ratio", "macs_ratio"]] for df in frames.values()]).to_numpy()
+    for ax in axes:  # one range for every panel, so bars of equal height mean equal ratios
+        ax.set_ylim(np.nanmin(values) / 1.4, np.nanmax(values) * 1.4)
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].figure.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=4, frameon=False)
     axes[0].set_ylabel(f"relative to a plain {base} on the same input", fontsize=8)

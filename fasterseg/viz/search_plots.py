@@ -11,9 +11,18 @@ from matplotlib.ticker import MaxNLocator
 SCALE_NAMES = {8: "1/8", 16: "1/16", 32: "1/32"}
 
 
+def _edges(v: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres `v` (halfway between neighbours; a lone centre spans ±0.5)."""
+    v = np.asarray(v, float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
 def _heat(ax, g: pd.DataFrame, **kw):
-    return ax.imshow(g.to_numpy(), aspect="auto", origin="lower", extent=(g.columns.min() - 0.5, g.columns.max() + 0.5,
-                                                                        g.index.min() - 0.5, g.index.max() + 0.5), **kw)
+    """A heat-map of `g` (index: layer, columns: step) on the real step axis: the steps need not be evenly logged."""
+    return ax.pcolormesh(_edges(g.columns.to_numpy()), _edges(g.index.to_numpy()), g.to_numpy(), shading="flat", **kw)
 
 
 def plot_alpha_evolution(arch: pd.DataFrame, arch_set: str = "student", axes=None):
@@ -120,8 +129,9 @@ def plotly_alpha_slider(arch: pd.DataFrame, arch_set: str = "student"):
                        name=str(s)) for s in steps]
     fig = go.Figure(data=frames[-1].data, frames=frames)
     fig.update_layout(
-        title=f"alpha of the {arch_set} per node (interactive: drag the slider through the search, hover a cell)",
-        height=120 + 14 * len(nodes),
+        title={"text": f"alpha of the {arch_set} per node<br><sup>drag the slider through the search; hover a cell"
+                       "</sup>", "x": 0.02},
+        margin={"t": 80}, height=140 + 14 * len(nodes),
         sliders=[{"active": len(steps) - 1, "currentvalue": {"prefix": "step "},
                   "steps": [{"label": str(s), "method": "animate",
                              "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
