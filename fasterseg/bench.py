@@ -33,6 +33,7 @@ from fasterseg.nas.run import search_data
 from fasterseg.nas.searcher import Searcher
 from fasterseg.nas.tuning import sweep_config
 from fasterseg.nets import published
+from fasterseg.nets.build import ClassMap
 from fasterseg.nets.counting import totals
 from fasterseg.nets.network import DerivedNet
 from fasterseg.nets.onnx import ort_call, quantize_int8
@@ -104,7 +105,8 @@ def write(result: dict, path: str | Path) -> Path:
 
 
 def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: int = 5, only: tuple = (),
-              archs: tuple = (), with_search: bool = True, lut_keys: int = 0) -> dict:
+              archs: tuple = (), with_search: bool = True, lut_keys: int = 0, output: str = "logits",
+              resolutions: tuple[tuple[int, int], ...] = (), decision: str | None = None) -> dict:
     """One benchmark by name: ``supernet``, ``search``, ``pipeline``, ``panel`` (the committed cpu sweep) or
     ``networks`` (the other arguments are those of `bench_networks`)."""
     if kind == "pipeline":
@@ -114,8 +116,8 @@ def run_bench(kind: str, profile_name: str = "tiny", threads: int = 1, rounds: i
     if kind == "panel":
         return bench_panel(threads=threads, rounds=rounds)
     if kind == "networks":
-        return bench_networks(profile_name, threads, rounds, only, archs=archs, with_search=with_search,
-                              lut_keys=lut_keys)
+        return bench_networks(profile_name, threads, rounds, only, resolutions, archs=archs, with_search=with_search,
+                              lut_keys=lut_keys, output=output, decision=decision)
     return {"supernet": bench_supernet, "search": bench_search}[kind](profile_name, threads, rounds)
 
 
@@ -260,7 +262,8 @@ def _calibration_images(cfg, height: int, width: int, n: int = 8):
 
 def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 20, networks: tuple[str, ...] = (),
                    resolutions: tuple[tuple[int, int], ...] = (), archs: tuple[str, ...] = (),
-                   with_search: bool = True, lut_keys: int = 0) -> dict:
+                   with_search: bool = True, lut_keys: int = 0, output: str = "logits",
+                   decision: str | None = None) -> dict:
     """Every network (the published FasterSeg student and the peers, or `networks`) at each resolution:
     parameters, GMACs, and latency on torch eager (contiguous and channels-last), ONNX Runtime fp32 and ONNX
     Runtime int8 (static,
@@ -270,7 +273,13 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
     published names) measured beside them, as ``NAME=FILE`` or named by their file's stem. Each row also has FPS
     on ONNX Runtime fp32 and the network's mIoU under the kit's equal training budget where the reference runs hold it
     (`equal_budget_miou`). `with_search` adds the profile's search-step throughput (`bench_search`) and latency
-    table build time (`bench_lut_build`, `lut_keys` > 0 times only that many entries and extrapolates)."""
+    table build time (`bench_lut_build`, `lut_keys` > 0 times only that many entries and extrapolates).
+    `output`: ``logits`` (each network up to its full-resolution logits) or ``classes`` (up to the class map, the
+    argmax included: `nets.build.ClassMap`, which takes a ``nearest8`` network's argmax at 1/8), with each network's
+    own class decision or, with `decision`, that one for every network (its mIoU is then left out where the
+    network was trained and evaluated with another)."""
+    if output not in ("logits", "classes"):
+        raise ValueError(f"output {output!r}; choose logits or classes")
     torch.set_num_threads(threads)
     cfg = profile(profile_name)
     res_list = resolutions or (((128, 256),) if profile_name == "tiny" else ((512, 1024), (1024, 2048)))
@@ -286,6 +295,9 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
             calib = _calibration_images(cfg, h, w, 4)
             for name in names:
                 net = builders[name]().eval()
+                own = net.arch.decision if isinstance(net, DerivedNet) else "own"
+                if output == "classes":
+                    net = ClassMap(net, decision).eval()
                 params, gmacs = totals(net, (1, 3, h, w))
                 x = torch.randn(1, 3, h, w)
                 fp32 = export_network(net, Path(tmp) / f"{name}_{h}.onnx", h, w)
@@ -300,10 +312,12 @@ def bench_networks(profile_name: str = "tiny", threads: int = 1, rounds: int = 2
                     r["achieved_share_of_reference"] = (gmacs / r["median_ms"] * 1e3) / r["reference_gmacs_per_s"]
                     row[runtime] = r
                 row["fps_ort_fp32"] = 1e3 / row["ort_fp32"]["median_ms"]
-                miou = equal_budget_miou().get(name)
+                miou = equal_budget_miou().get(name) if decision in (None, own) else None
+                row["decision"] = decision or own
                 row["miou_equal_budget"], row["miou_equal_budget_std"], row["seeds"] = miou or (None, None, 0)
                 rows.append(row)
-    res = {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "networks": rows}
+    res = {"environment": environment(threads), "profile": profile_name, "rounds": rounds, "output": output,
+           "decision": decision or "each network's own", "networks": rows}
     if with_search:
         res["search_step"] = bench_search(profile_name, threads, rounds=max(3, rounds // 4))["search_step"]
         res["lut_build"] = bench_lut_build(profile_name, threads, lut_keys)

@@ -13,7 +13,7 @@ import sys
 
 from fasterseg import bench, pipeline
 from fasterseg.config import PROFILE_NAMES, RunConfig, load_config
-from fasterseg.config_checks import LATENCY_BACKENDS
+from fasterseg.config_checks import DECISIONS, LATENCY_BACKENDS
 from fasterseg.data.check import check_tree
 from fasterseg.data.prepare import prepare_data
 from fasterseg.deploy.export import export_run, summary_line
@@ -117,11 +117,21 @@ def cmd_arch_import(args) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W), for --resolutions."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size HxW, e.g. 512x1024") from None
+    return h, w
+
+
 def cmd_bench(args) -> int:
     name = args.profile or "tiny"
     res = bench.run_bench(args.bench_cmd, name, args.threads, args.rounds, tuple(getattr(args, "only", None) or ()),
                     tuple(getattr(args, "arch", None) or ()), not getattr(args, "no_search", False),
-                    getattr(args, "lut_keys", 0))
+                    getattr(args, "lut_keys", 0), getattr(args, "output", "logits"),
+                    tuple(getattr(args, "resolutions", None) or ()), getattr(args, "decision", None))
     print("\n".join(bench.summary_lines(res)))
     print(bench.write(res, resolve(args.out or f"runs/bench/{args.bench_cmd}-{name}.json")))
     return 0
@@ -377,7 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
                 ("--only", {"nargs": "*", "help": "measure only these networks"}),
                 ("--no-search", {"action": "store_true", "help": "leave out the search step and the table build"}),
                 ("--lut-keys", {"type": int, "default": 0, "help": "time only this many table entries and "
-                                "extrapolate (default: build the whole table)"})) if name == "networks" else ()))
+                                "extrapolate (default: build the whole table)"}),
+                ("--output", {"choices": ("logits", "classes"), "default": "logits",
+                              "help": "time each network up to its logits, or up to the class map (argmax included; "
+                                      "a nearest8 student takes it at 1/8)"}),
+                ("--decision", {"choices": DECISIONS, "help": "with --output classes: this class decision for every "
+                                "network (default: each one's own)"}),
+                ("--resolutions", {"nargs": "*", "type": _size, "metavar": "HxW",
+                                   "help": "input sizes (default: 512x1024 and 1024x2048; tiny: 128x256)"}))
+               if name == "networks" else ()))
     _cmd(sub, "figures", cmd_figures, "regenerate every figure in figures/ from data and logged runs", False,
          ("--out", {"default": "figures"}))
     return ap

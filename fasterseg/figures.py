@@ -171,6 +171,11 @@ def search_figures(out: Path) -> list[Path]:
     )
     paths.append(_save(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
     plt.close(axes[0].figure)
+    axes = plot_collapse({m: load_history(study / m)["epochs"] for m in ("coarse", "scaled", "decoupled")})
+    axes[0].figure.suptitle("ablation: the coarse penalty with each gradient scaled by its rate ('scaled') beside "
+                            "coarse and decoupled, equal lambda (cpu profile, seed 0)", fontsize=9)
+    paths.append(_save(axes[0].figure, out / "collapse_penalty_ablation.png"))
+    plt.close(axes[0].figure)
     for m in runs:
         arch = final_arch(study / m, "student")
         paths.append(_save_graph(arch_graph(arch, f"student after the {m}-penalty search"),
@@ -217,7 +222,8 @@ def tuning_figures(out: Path) -> list[Path]:
 
     cfg = sweep_config(sweep)
     cfg.latency.calibration = "off"  # the panel reads the table's own numbers; this machine's speed is not used
-    fig = TuningPanel(sweep, cfg, load_for(cfg)).static_figure()
+    fig = TuningPanel(sweep, cfg, load_for(cfg), prerender=False).static_figure()  # no background drawing: the
+    # process ends right after, and a drawing thread cut off at exit aborts it
     return [_save(fig, out / "tuning_panel_cpu.png")]
 
 

@@ -83,6 +83,19 @@ def test_bench_networks_report_structure(tmp_path, capsys):
     assert "| fast_scnn | 128x256 |" in printed and "Search step" in printed and "Latency table build" in printed
 
 
+def test_bench_networks_up_to_the_class_map_at_a_chosen_size(tmp_path, capsys):
+    """`--output classes --resolutions 64x128`: every network timed up to its class map, at that size only."""
+    out = tmp_path / "classes.json"
+    assert main(["bench", "networks", "--profile", "tiny", "--rounds", "1", "--no-search", "--only", "fast_scnn",
+                 "--output", "classes", "--resolutions", "64x128", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["output"] == "classes" and [r["resolution"] for r in res["networks"]] == [[64, 128]]
+    assert res["networks"][0]["ort_int8"]["median_ms"] > 0
+    with pytest.raises(SystemExit):
+        main(["bench", "networks", "--resolutions", "512by1024"])
+    assert "is not a size HxW" in capsys.readouterr().err
+
+
 def test_bench_panel_times_control_moves(tmp_path, capsys):
     """`fasterseg bench panel`: the tuning panel over the committed cpu sweep, one control change per move."""
     out = tmp_path / "panel.json"

@@ -187,6 +187,29 @@ def test_export_to_onnx_and_int8_agrees_with_pytorch():
     assert (q.argmax(1) == want.argmax(1)).mean() > 0.5  # int8 of an untrained net: mostly the same classes
 
 
+@pytest.mark.parametrize("decision", FORMS)
+def test_class_map_output_is_the_argmax_of_the_logits_also_through_onnx_and_int8(decision):
+    """`ClassMap`: a nearest8 student's class map taken at 1/8 and repeated is exactly the argmax of its
+    up-sampled logits; other forms take the full-resolution argmax. The ONNX and int8 exports keep it."""
+    from fasterseg.nets.build import ClassMap
+
+    arch = random_architectures(SPACE, 1, SHW, 19, seed=4, rules=RULES)[0]
+    arch.decision = decision
+    torch.manual_seed(0)
+    net = DerivedNet(arch, aux=False).eval()
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        want = net(x).argmax(1)
+        got = ClassMap(net).eval()(x)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+    fp32 = export_onnx(ClassMap(net).eval(), (1, 3, 64, 128))
+    onnx_map = ort_call(fp32, x[:1])()[0]
+    assert onnx_map.shape == (1, 64, 128) and (onnx_map == want[:1].numpy()).mean() > 0.999
+    int8 = quantized(fp32, np.random.default_rng(0).standard_normal((2, 3, 64, 128)).astype(np.float32))
+    q = ort_call(int8, x[:1])()[0]
+    assert q.shape == (1, 64, 128) and q.dtype == np.int64 and set(np.unique(q)) <= set(range(19))
+
+
 def test_int8_backend_times_a_quantised_block():
     b = get_backend("onnxruntime_int8", threads=1, samples=3, warmup=1, min_sample_ms=0.1)
     assert b.describe()["backend"] == "onnxruntime_int8" and "int8" in b.method()

@@ -24,7 +24,7 @@ from fasterseg.data.transforms import EvalTransform
 from fasterseg.evaluation.scores import evaluate_model, majority_baseline, per_class_table
 from fasterseg.latency.backends import get_backend
 from fasterseg.metrics import SegScores
-from fasterseg.nets.build import inference_copy, inference_network, load_trained, predict_logits
+from fasterseg.nets.build import WithDecision, inference_copy, inference_network, load_trained, predict_logits
 from fasterseg.nets.counting import totals
 from fasterseg.paths import display_path
 from fasterseg.runtime import Runtime
@@ -144,6 +144,27 @@ def evaluate_run(cfg, run: str | Path, which: str = "best", progress: bool = Tru
     faults.hit("evaluation.figures")
     write_metrics(out, metrics)
     return metrics
+
+
+def decision_scores(cfg, runs: list[str | Path], decisions: tuple[str, ...], which: str = "best",
+                    progress: bool = True) -> pd.DataFrame:
+    """mIoU and pixel accuracy of trained runs on the validation split (whole images, as `evaluate_run`) with each
+    class decision of `decisions` applied to the network's low-resolution logits (`nets.build.WithDecision`),
+    beside its own (``own``): what a cheaper class decision costs a network trained with another. One row per
+    run and decision."""
+    d, e = cfg.data, cfg.eval
+    prepare_data(d, progress=progress)
+    val = build_dataset(d, "val", EvalTransform())
+    rows = []
+    for run in runs:
+        model, spec = load_trained(run, which)
+        model.eval()
+        for decision in ("own",) + tuple(decisions):
+            net = model if decision == "own" else WithDecision(model, decision).eval()
+            scores, _ = evaluate_model(net, val, d.num_classes, e.flip, e.batch_size, e.images, progress=progress)
+            rows.append({"run": display_path(Path(run)), "model": spec.get("name") or spec.get("arch", {}).get("name"),
+                         "decision": decision, "miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy})
+    return pd.DataFrame(rows)
 
 
 def summary_lines(m: dict) -> list[str]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from fasterseg.data.transforms import MEAN, STD, normalize
 from fasterseg.nets import published
 from fasterseg.nets.arch import Architecture
-from fasterseg.nets.network import DerivedNet
+from fasterseg.nets.network import DerivedNet, upsample_logits
 from fasterseg.nets.ops import ConvBN, Skip, kaiming_init
 from fasterseg.nets.peers import PEERS
 from fasterseg.runs import RunError
@@ -209,6 +209,54 @@ class LogitsOnly(nn.Module):
     def forward(self, x):
         out = self.model(x)
         return out[0] if isinstance(out, tuple) else out
+
+
+def low_res_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A network's logits at its own output resolution, before the up-sampling to the input's size (1/8 for the
+    derived networks, Fast-SCNN and LR-ASPP): (N, classes, h, w)."""
+    if isinstance(net, DerivedNet):
+        return net.low_res_logits(x)
+    if hasattr(net, "_forward"):  # the peers (`peers.PeerNet`)
+        return net._forward(x, False)[0]
+    raise ValueError(f"{type(net).__name__} has no low-resolution logits to take a class decision from")
+
+
+class WithDecision(nn.Module):
+    """A network's full-resolution logits with the class decision `decision` (`network.upsample_logits`) applied to
+    its low-resolution logits, whatever its own: a peer network, e.g., given a derived network's ``nearest8``."""
+
+    def __init__(self, net: nn.Module, decision: str):
+        super().__init__()
+        self.net, self.decision = net, decision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_logits(low_res_logits(self.net, x), x.shape[-2:], self.decision)
+
+
+class ClassMap(nn.Module):
+    """A network whose output is the class map: (N, 3, H, W) image -> (N, H, W) int64 class ids, the form a
+    deployment consumes, with the class decision `decision` (default: a derived network's own, a peer's own
+    bilinear up-sampling). ``nearest8`` takes the argmax of the 1/8 logits and repeats each label over its 8x8
+    block: exactly the map of up-sampling the logits by nearest neighbour and taking the argmax at full resolution,
+    without up-sampling every class channel and without the full-resolution argmax."""
+
+    def __init__(self, net: nn.Module, decision: str | None = None):
+        super().__init__()
+        own = net.arch.decision if isinstance(net, DerivedNet) else None
+        self.net, self.decision = net, decision or own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        if self.decision == "nearest8" and not net.training:
+            labels = low_res_logits(net, x).argmax(1)  # (N, H/8, W/8)
+            n, h, w = labels.shape
+            if (8 * h, 8 * w) != tuple(x.shape[-2:]):
+                raise ValueError(f"nearest8 needs logits at 1/8; {type(net).__name__} gives {h}x{w} for "
+                                 f"{tuple(x.shape[-2:])}")
+            return labels[:, :, None, :, None].expand(n, h, 8, w, 8).reshape(n, 8 * h, 8 * w)
+        own = net.arch.decision if isinstance(net, DerivedNet) else None
+        out = net(x) if self.decision in (None, own) else WithDecision(net, self.decision)(x)
+        return (out[0] if isinstance(out, tuple) else out).argmax(1)
 
 
 def inference_copy(model: nn.Module, interpolation: str = "bilinear") -> nn.Module:

@@ -124,6 +124,18 @@ class DerivedNet(nn.Module):
 
     def forward(self, x: torch.Tensor, aux: bool = False):
         H, W = x.shape[-2:]
+        feats, logits = self._features_and_logits(x)
+        logits = upsample_logits(logits, (H, W), "bilinear8" if self.training else self.arch.decision, self.interp)
+        if not aux:
+            return logits
+        return (logits,) + self._aux_logits(feats, (H, W))
+
+    def low_res_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits at 1/8 (N, classes, H/8, W/8), before the class decision's up-sampling."""
+        return self._features_and_logits(x)[1]
+
+    def _features_and_logits(self, x: torch.Tensor):
+        H, W = x.shape[-2:]
         if H % 32 or W % 32:
             raise ValueError(f"input {H}x{W}: H and W must be multiples of 32 (pad or resize)")
         feats = self._run_branches(x)
@@ -140,10 +152,10 @@ class DerivedNet(nn.Module):
             else:
                 y = f[8]
             outs.append(y)
-        logits = self.head(self.ffm(torch.cat(outs, 1)))
-        logits = upsample_logits(logits, (H, W), "bilinear8" if self.training else self.arch.decision, self.interp)
-        if not aux:
-            return logits
+        return feats, self.head(self.ffm(torch.cat(outs, 1)))
+
+    def _aux_logits(self, feats, size: tuple[int, int]):
+        H, W = size
         if not self.aux:
             raise ValueError("this network was built without auxiliary heads (aux=False)")
         a16 = a32 = None
@@ -154,4 +166,4 @@ class DerivedNet(nn.Module):
         if self.head32 is not None:
             f32 = [f[32] for b, f in zip(self.arch.branches, feats) if b.ends_at == 32][0]
             a32 = resize(self.head32(f32), (H, W), self.interp)
-        return logits, a16, a32
+        return a16, a32

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from fasterseg.viz.graphs import OP_COLORS, SHORT
+from fasterseg.viz.graphs import SHORT
 
 
 def plot_predicted_vs_measured(df: pd.DataFrame, summary: dict | None = None, ax=None):
@@ -86,6 +86,11 @@ def plot_backend_scatter(df: pd.DataFrame, other: str, ax=None):
     return ax
 
 
+# saturated and far apart, for scatter points (the graph drawings' pastel OP_COLORS are fills behind text)
+POINT_COLORS = {"conv": "tab:blue", "conv_2x": "tab:cyan", "zoomed_conv": "tab:orange", "zoomed_conv_2x": "tab:brown",
+                "dwsep": "tab:red", "ir_e3": "tab:olive", "ir_e6": "tab:purple"}
+
+
 def plot_latency_vs_macs(frames: dict[str, pd.DataFrame], reference_gmacs_per_s: dict[str, float] | None = None,
                          axes=None):
     """One panel per table: each operator entry's multiply-adds (x, GMACs, log) against its latency inside a network
@@ -97,13 +102,14 @@ def plot_latency_vs_macs(frames: dict[str, pd.DataFrame], reference_gmacs_per_s:
         axes = axes[0]
     for ax, (title, df) in zip(axes, frames.items()):
         for op, g in df.groupby("op", sort=False):
-            ax.scatter(g["macs"] / 1e9, g["latency_ms"], s=12, alpha=0.75, color=OP_COLORS.get(op, "k"),
+            ax.scatter(g["macs"] / 1e9, g["latency_ms"], s=14, alpha=0.8, color=POINT_COLORS.get(op, "k"),
                        edgecolors="none", label=SHORT.get(op, op))
         rate = (reference_gmacs_per_s or {}).get(title)
         if rate:
             x = np.geomspace(df["macs"].min() / 1e9, df["macs"].max() / 1e9, 50)
             ax.plot(x, x / rate * 1e3, "k--", lw=1, label=f"reference conv's rate ({rate:.0f} GMAC/s)")
-        ax.set(xscale="log", yscale="log", xlabel="multiply-adds (GMACs)", title=title)
+        ax.set(xscale="log", yscale="log", xlabel="multiply-adds (GMACs)")
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("latency inside a network (ms)")

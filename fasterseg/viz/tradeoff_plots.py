@@ -11,6 +11,10 @@ from matplotlib.ticker import NullFormatter
 KIND_STYLE = {"teacher": ("s", "tab:blue"), "searched student": ("o", "tab:orange"),
               "collapse study": ("D", "tab:purple"), "peer": ("^", "tab:green"), "published": ("*", "tab:red"),
               "searched for this CPU": ("P", "tab:brown"), "searched in the CPU space": ("X", "tab:cyan")}
+# the same markers in plotly's names
+PLOTLY_SYMBOLS = {"s": "square", "o": "circle", "D": "diamond", "^": "triangle-up", "*": "star", "P": "cross",
+                  "X": "x"}
+assert {m for m, _ in KIND_STYLE.values()} <= set(PLOTLY_SYMBOLS), "every kind's marker needs a plotly symbol"
 
 # short labels for the plots (the points keep their run names, which the tables and the benchmarks use)
 LABELS = {"fast_scnn": "Fast-SCNN", "lraspp_mobilenetv3_large": "LR-ASPP", "bisenetv2": "BiSeNetV2",
@@ -152,7 +156,7 @@ def plotly_pareto(points: pd.DataFrame, baseline: float | None = None):
     py = (points["miou"] - y0) / (y1 - y0) * ph
     offsets = place_labels(px.to_numpy(), py.to_numpy(), [6.2 * len(plot_label(n)) for n in points["name"]], 14)
     for kind, g in points.groupby("kind", sort=False):
-        symbol = {"s": "square", "o": "circle", "D": "diamond", "^": "triangle-up", "*": "star", "P": "cross"}[
+        symbol = PLOTLY_SYMBOLS[
             KIND_STYLE.get(kind, ("o", ""))[0]]
         fig.add_trace(go.Scatter(
             x=g["latency_ms"], y=g["miou"], mode="markers", name=kind, text=g["name"],
