@@ -123,7 +123,7 @@ def latency_figures(out: Path) -> list[Path]:
                                                                                         "zoomed_conv_2x")),
         "the CPU space's operators, ONNX Runtime int8": op_cost_ratios(int8, ("dwsep", "ir_e3", "ir_e6"))})
     axes[0].figure.suptitle("multiply-adds are not latency: each operator against a plain 3x3 conv on the same input "
-                            "(this machine, one thread)", fontsize=9)
+                            "(the reference machine's committed tables, one thread)", fontsize=9)
     paths.append(_save(axes[0].figure, out / "latency_op_ratios_cpu.png"))
     plt.close(axes[0].figure)
     vdir = resolve("data/latency/validation/cpu")
