@@ -138,6 +138,23 @@ def test_evaluation_and_export(teacher_run, data_root, tmp_path):
     assert s["tensorrt"].startswith("skipped")
 
 
+def test_decision_scores_own_and_another_class_decision(teacher_run, data_root):
+    """`decision_scores`: the run's own decision scores what `evaluate_model` scores; another decision applied to
+    its 1/8 logits gives another row (bilinear8 is this network's own, so it scores the same)."""
+    from fasterseg.data.cityscapes import build_dataset
+    from fasterseg.data.transforms import EvalTransform
+    from fasterseg.evaluation.run import decision_scores
+    from fasterseg.evaluation.scores import evaluate_model
+    from fasterseg.nets.build import load_trained
+
+    cfg = train_cfg(data_root)
+    df = decision_scores(cfg, [teacher_run], ("bilinear8", "nearest8"), progress=False)
+    assert list(df["decision"]) == ["own", "bilinear8", "nearest8"] and df["miou"].between(0, 1).all()
+    model, _ = load_trained(teacher_run, "best")
+    own, _ = evaluate_model(model, build_dataset(cfg.data, "val", EvalTransform()), cfg.data.num_classes)
+    assert df["miou"].iloc[0] == pytest.approx(own.miou) and df["miou"].iloc[1] == pytest.approx(own.miou)
+
+
 def test_latency_retimed_without_weights_keeps_the_scores(teacher_run, data_root, tmp_path):
     import shutil
 
