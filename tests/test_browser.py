@@ -90,9 +90,10 @@ def test_latency_slider_in_a_real_browser(lab, tmp_path):
             raise
         readout = page.locator(".widget-html-content", has_text="predicted by").first  # the panel's readout
         readout.wait_for(timeout=60000)
-        time.sleep(2)
+        # the readout's numbers arrive after its frame; a busy machine renders them late
+        page.wait_for_function(READOUT + ".innerText.includes('ms (')", timeout=120000)
         readout.scroll_into_view_if_needed()
-        before_text = readout.inner_text()
+        before_text = page.evaluate(READOUT + ".innerText", None)
         before_img = page.locator(".jupyter-widgets img, .widget-image").first.get_attribute("src")
         page.screenshot(path=str(tmp_path / "before.png"))
         handle = slider.locator(".noUi-handle").first
@@ -100,8 +101,10 @@ def test_latency_slider_in_a_real_browser(lab, tmp_path):
         for _ in range(25):
             page.keyboard.press("ArrowRight")
         page.wait_for_function(READOUT + ".innerText !== before", arg=before_text, timeout=60000)
-        time.sleep(1)
-        after_text = readout.inner_text()
+        page.wait_for_function(READOUT + ".innerText.includes('ms (')", timeout=120000)
+        page.wait_for_function("(before) => { const i = document.querySelector('.jupyter-widgets img, .widget-image');"
+                               " return i && i.getAttribute('src') !== before; }", arg=before_img, timeout=60000)
+        after_text = page.evaluate(READOUT + ".innerText", None)
         after_img = page.locator(".jupyter-widgets img, .widget-image").first.get_attribute("src")
         page.screenshot(path=str(tmp_path / "after.png"))
         times = panel_response_times(page, tmp_path)

@@ -3,7 +3,7 @@ histograms of the nearest sweep run's derived network, and the sweep's latency-m
 the chosen run ringed and the panel's short live searches marked apart."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import pandas as pd
 
 from fasterseg.viz.tradeoff_plots import label_points
@@ -12,7 +12,10 @@ from fasterseg.viz.tradeoff_plots import label_points
 def sweep_figure(rows: pd.DataFrame, s: dict, profile: str):
     """Histograms of the chosen run's operators and widths (state `s` of `tuning.panel_state`), and the runs of
     `rows` (`tuning.set_sweep` of the chosen set) on latency–mIoU axes, the chosen run ringed (matplotlib)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    # a Figure outside pyplot: the panel draws ahead in a background thread, and a pyplot figure alive when a
+    # notebook cell ends would be shown in that cell's output
+    fig = Figure(figsize=(12, 3.2))
+    axes = fig.subplots(1, 3)
     who = s["arch_set"]
     s["ops"].drop("skip", errors="ignore").plot.bar(ax=axes[0], color="tab:blue")
     kept = (f"{s['removed_layers']} skip layer{'s' if s['removed_layers'] != 1 else ''} removed" if who == "student"
@@ -40,5 +43,4 @@ def sweep_figure(rows: pd.DataFrame, s: dict, profile: str):
     for ax in axes:
         ax.tick_params(labelsize=8)
     fig.tight_layout()
-    plt.close(fig)
     return fig
