@@ -171,7 +171,8 @@ def search_figures(out: Path) -> list[Path]:
     )
     paths.append(_save(axes[0].figure, out / "collapse_coarse_vs_decoupled.png"))
     plt.close(axes[0].figure)
-    axes = plot_collapse({m: load_history(study / m)["epochs"] for m in ("coarse", "scaled", "decoupled")})
+    three = {"coarse": runs["coarse"], "scaled": load_history(study / "scaled"), "decoupled": runs["decoupled"]}
+    axes = plot_collapse({m: r["epochs"] for m, r in three.items()})
     axes[0].figure.suptitle("ablation: the coarse penalty with each gradient scaled by its rate ('scaled') beside "
                             "coarse and decoupled, equal lambda (cpu profile, seed 0)", fontsize=9)
     paths.append(_save(axes[0].figure, out / "collapse_penalty_ablation.png"))

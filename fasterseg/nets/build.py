@@ -242,8 +242,8 @@ class ClassMap(nn.Module):
 
     def __init__(self, net: nn.Module, decision: str | None = None):
         super().__init__()
-        own = net.arch.decision if isinstance(net, DerivedNet) else None
-        self.net, self.decision = net, decision or own
+        self.own = net.arch.decision if isinstance(net, DerivedNet) else None  # a peer's own: its bilinear up-sampling
+        self.net, self.decision = net, decision or self.own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
@@ -254,8 +254,7 @@ class ClassMap(nn.Module):
                 raise ValueError(f"nearest8 needs logits at 1/8; {type(net).__name__} gives {h}x{w} for "
                                  f"{tuple(x.shape[-2:])}")
             return labels[:, :, None, :, None].expand(n, h, 8, w, 8).reshape(n, 8 * h, 8 * w)
-        own = net.arch.decision if isinstance(net, DerivedNet) else None
-        out = net(x) if self.decision in (None, own) else WithDecision(net, self.decision)(x)
+        out = net(x) if self.decision in (None, self.own) else WithDecision(net, self.decision)(x)
         return (out[0] if isinstance(out, tuple) else out).argmax(1)
 
 
